@@ -1,0 +1,14 @@
+"""One module per command, each with ``add_parser(subparsers, name)``; the parser sets
+``args.run``. Importing these modules must stay cheap and torch-free."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from netspec.commands import params, schema, validate
+
+COMMANDS: dict[str, ModuleType] = {
+    "validate": validate,
+    "params": params,
+    "schema": schema,
+}

@@ -1,0 +1,60 @@
+"""Errors a user can cause, each pinned to a place in their spec.
+
+Every problem in user input becomes a :class:`SpecError` (or several, in a
+:class:`SpecErrors`); the CLI prints them as ``FILE:LINE:COL: message`` and exits 2.
+Anything else that escapes is a bug in netspec.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Pos:
+    """A 1-based line and column in a spec file."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class NetspecError(Exception):
+    """Base class of every error netspec reports as bad input (exit status 2)."""
+
+    exit_code = 2
+
+
+class UsageError(NetspecError):
+    """Bad input that has no position in a spec: a missing file, a bad flag value."""
+
+
+class SpecError(NetspecError):
+    def __init__(self, message: str, pos: Pos | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos
+
+    def __str__(self) -> str:
+        return f"{self.pos}: {self.message}" if self.pos else self.message
+
+
+class SpecErrors(NetspecError):
+    """Several problems found in one pass, reported together."""
+
+    def __init__(self, errors: Iterable[SpecError]) -> None:
+        self.errors = sorted(
+            errors, key=lambda e: (e.pos.line, e.pos.col) if e.pos else (0, 0)
+        )
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean X?)' suffix, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -1,0 +1,81 @@
+"""The JSON Schema of the spec format, generated from the same pydantic models that
+validate specs, so it cannot drift from them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netspec.kinds import NORM_KINDS, OPS, SPEC_KINDS
+from netspec.spec import SpecModel
+
+EXPRESSION = {"type": "string", "pattern": r"\$",
+              "description": "an expression over $vars: + - * / // % ( ) round min max"}
+
+COMMON = {
+    "as": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+           "description": "a name for this layer: its module name, and a reference for "
+                          "add/concat"},
+    "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, EXPRESSION],
+               "description": "repeat this layer or block n times; $i is the index"},
+}
+
+
+def _options(schema: dict[str, Any]) -> dict[str, Any]:
+    props = {name: {"anyOf": [p, EXPRESSION], **{k: v for k, v in p.items() if k == "description"}}
+             for name, p in schema.get("properties", {}).items()}
+    return {"type": "object", "properties": {**props, **COMMON}, "additionalProperties": False,
+            **({"required": schema["required"]} if schema.get("required") else {}),
+            **({"description": schema["description"]} if schema.get("description") else {})}
+
+
+def _layer_list() -> dict[str, Any]:
+    return {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}}
+
+
+def spec_schema() -> dict[str, Any]:
+    top = SpecModel.model_json_schema(by_alias=True)
+    defs: dict[str, Any] = top.pop("$defs", {})
+    kinds: dict[str, Any] = {}
+    for op in SPEC_KINDS:
+        if op == "norm":
+            continue
+        kinds[op] = {"anyOf": [{"$ref": f"#/$defs/{op}"}, {"type": "null"}]
+                     + ([{"type": ["string", "number", "array"]}] if OPS[op].shorthand else [])}
+        defs[op] = _options(OPS[op].model_json_schema(by_alias=True))
+    norm_props: dict[str, Any] = {}
+    for cls in NORM_KINDS.values():
+        for name, p in _options(cls.model_json_schema())["properties"].items():
+            norm_props.setdefault(name, p)
+    norm_props["kind"] = {"enum": list(NORM_KINDS)}
+    defs["norm"] = {"type": "object", "properties": norm_props, "required": ["kind"],
+                    "additionalProperties": False}
+    kinds["norm"] = {"anyOf": [{"enum": list(NORM_KINDS)}, {"$ref": "#/$defs/norm"}]}
+    body = {"anyOf": [_layer_list(), {"$ref": "#/$defs/layer"}]}
+    kinds["residual"] = {"type": "object", "required": ["body"], "additionalProperties": False,
+                         "properties": {"body": body,
+                                        "shortcut": {"anyOf": [{"enum": ["auto", "identity"]},
+                                                               _layer_list()]},
+                                        "combine": {"enum": ["add", "concat"]}, **COMMON}}
+    kinds["dense"] = {"type": "object", "required": ["n", "body"], "additionalProperties": False,
+                      "properties": {"n": {"anyOf": [{"type": "integer", "minimum": 1},
+                                                     EXPRESSION]},
+                                     "body": body, "combine": {"enum": ["add", "concat"]},
+                                     **COMMON}}
+    defs["layer"] = {
+        "description": "a layer: a kind name (relu), or a one-key mapping from a kind or a "
+                       "block name to its options",
+        "anyOf": [
+            {"type": "string"},
+            {"type": "object", "minProperties": 1, "maxProperties": 1, "properties": kinds,
+             "additionalProperties": {"type": ["object", "null"],
+                                      "description": "a use of a block from blocks:"}},
+        ],
+    }
+    top["properties"]["layers"] = _layer_list()
+    block = defs.get("BlockDef")
+    if block is not None:
+        block["properties"]["layers"] = _layer_list()
+    top["$defs"] = defs
+    top["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    top["title"] = "netspec spec"
+    return top

@@ -1,0 +1,102 @@
+"""What every layer kind declares, in one place: its options, shape rule and tensors.
+
+A kind is a frozen pydantic model of its options (``extra="forbid"``) plus four rules
+over the shapes of its inputs (without the batch axis):
+
+- ``out_shape``: the output shape, or a :class:`ShapeError` that names the offending
+  option, so resolve can point at it before any tensor exists;
+- ``param_shapes`` / ``buffer_shapes``: every tensor the layer owns, by the name the
+  torch backend registers it under (``weight``, ``bias``, ``running_mean``…). The
+  parameter count is the sum of their sizes; backends are tested against these;
+- ``macs``: multiply-accumulates per sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Shape = tuple[int, ...]
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class ShapeError(ValueError):
+    """An input shape this layer cannot take. ``field`` names the option to blame."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def numel(shape: Sequence[int]) -> int:
+    return math.prod(shape)
+
+
+class LayerArgs(BaseModel):
+    """Base of every layer kind's options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    #: the Graph op name and the key backends dispatch on
+    op: ClassVar[str]
+    #: prefix of automatic names: conv1, bn2, …
+    auto_name: ClassVar[str]
+    #: the option a bare scalar or list fills: ``norm: batch`` → ``kind: batch``
+    shorthand: ClassVar[str | None] = None
+    #: why a bare value is refused, when that needs more than "takes a mapping"
+    shorthand_refusal: ClassVar[str | None] = None
+    #: how many tensors flow in: 1, or None for merges (the current one plus references)
+    arity: ClassVar[int | None] = 1
+    #: ranks of input this kind accepts: 1 for [F], 3 for [C, H, W]
+    ranks: ClassVar[tuple[int, ...]] = (1, 3)
+
+    def check_input(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        if len(x) not in self.ranks:
+            want = " or ".join({1: "[F]", 3: "[C, H, W]"}[r] for r in self.ranks)
+            hint = " (add flatten before it)" if 1 in self.ranks and len(x) == 3 else ""
+            raise ShapeError(f"{self.op} takes a {want} input, got {fmt_shape(x)}{hint}")
+        return x
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        return self.check_input(inputs)
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return {}
+
+    def buffer_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return {}
+
+    def macs(self, inputs: Sequence[Shape], out: Shape) -> int:
+        return 0
+
+    def formula(self, inputs: Sequence[Shape]) -> str | None:
+        """The parameter count in the textbook's terms, for layers that have one."""
+        return None
+
+    def summary(self) -> str:
+        """The options that differ from their defaults, as ``k=3, stride=2``."""
+        parts = []
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value != info.get_default(call_default_factory=True):
+                parts.append(f"{info.alias or name}={_short(value)}")
+        return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)

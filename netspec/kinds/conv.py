@@ -1,0 +1,139 @@
+"""Convolutions: ``conv`` and its decoder twin ``conv_transpose`` (2-D, [C, H, W])."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import model_validator
+
+from netspec.kinds.base import LayerArgs, NonNegInt, PosInt, Shape, ShapeError, fmt_shape
+
+Pair = PosInt | tuple[PosInt, PosInt]
+NonNegPair = NonNegInt | tuple[NonNegInt, NonNegInt]
+
+
+def pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+
+def _k_text(k: tuple[int, int]) -> str:
+    return f"{k[0]}²" if k[0] == k[1] else f"{k[0]}·{k[1]}"
+
+
+class Conv(LayerArgs):
+    """k×k convolution: k²·(c_in/groups)·c_out weights and c_out biases."""
+
+    op = "conv"
+    auto_name = "conv"
+    ranks = (3,)
+
+    out: PosInt
+    k: Pair
+    stride: Pair = 1
+    pad: NonNegPair | None = None
+    dilation: Pair = 1
+    groups: PosInt = 1
+    bias: bool = True
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        """``pad`` or, by default, dilation·(k−1)//2: "same" size at stride 1 for odd k."""
+        if self.pad is not None:
+            return pair(self.pad)
+        k, d = pair(self.k), pair(self.dilation)
+        return (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2)
+
+    def _check_groups(self, c_in: int) -> None:
+        if c_in % self.groups:
+            raise ShapeError(f"groups={self.groups} does not divide the {c_in} input channels",
+                             "groups")
+        if self.out % self.groups:
+            raise ShapeError(f"groups={self.groups} does not divide out={self.out}", "groups")
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        c, h, w = self.check_input(inputs)
+        self._check_groups(c)
+        k, s, d, p = pair(self.k), pair(self.stride), pair(self.dilation), self.padding
+        size = []
+        for n, ki, si, di, pi in zip((h, w), k, s, d, p, strict=True):
+            o = (n + 2 * pi - di * (ki - 1) - 1) // si + 1
+            if o < 1:
+                raise ShapeError(
+                    f"kernel {ki} (dilation {di}, pad {pi}) is larger than the "
+                    f"{fmt_shape(inputs[0])} input", "k")
+            size.append(o)
+        return (self.out, size[0], size[1])
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        c_in = inputs[0][0]
+        k = pair(self.k)
+        shapes: dict[str, Shape] = {"weight": (self.out, c_in // self.groups, *k)}
+        if self.bias:
+            shapes["bias"] = (self.out,)
+        return shapes
+
+    def macs(self, inputs: Sequence[Shape], out: Shape) -> int:
+        k = pair(self.k)
+        return out[0] * out[1] * out[2] * (inputs[0][0] // self.groups) * k[0] * k[1]
+
+    def formula(self, inputs: Sequence[Shape]) -> str:
+        c_in = inputs[0][0]
+        cin = f"({c_in}/{self.groups})" if self.groups > 1 else str(c_in)
+        bias = self.out if self.bias else 0
+        return f"{_k_text(pair(self.k))}·{cin}·{self.out} + {bias}"
+
+
+class ConvTranspose(LayerArgs):
+    """Transposed convolution (a decoder's learned upsampling)."""
+
+    op = "conv_transpose"
+    auto_name = "up"
+    ranks = (3,)
+
+    out: PosInt
+    k: Pair
+    stride: Pair = 1
+    pad: NonNegPair = 0
+    output_pad: NonNegPair = 0
+    dilation: Pair = 1
+    groups: PosInt = 1
+    bias: bool = True
+
+    @model_validator(mode="after")
+    def _output_pad_below_stride(self) -> ConvTranspose:
+        for op_, s, d in zip(pair(self.output_pad), pair(self.stride), pair(self.dilation),
+                             strict=True):
+            if op_ >= max(s, d):
+                raise ValueError("output_pad must be smaller than stride or dilation")
+        return self
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        c, h, w = self.check_input(inputs)
+        if c % self.groups or self.out % self.groups:
+            raise ShapeError(f"groups={self.groups} must divide both the {c} input channels "
+                             f"and out={self.out}", "groups")
+        k, s, d = pair(self.k), pair(self.stride), pair(self.dilation)
+        p, op_ = pair(self.pad), pair(self.output_pad)
+        size = [(n - 1) * si - 2 * pi + di * (ki - 1) + oi + 1
+                for n, ki, si, di, pi, oi in zip((h, w), k, s, d, p, op_, strict=True)]
+        if min(size) < 1:
+            raise ShapeError(f"pad {self.pad} leaves no output for a {fmt_shape(inputs[0])} input",
+                             "pad")
+        return (self.out, size[0], size[1])
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        c_in = inputs[0][0]
+        shapes: dict[str, Shape] = {"weight": (c_in, self.out // self.groups, *pair(self.k))}
+        if self.bias:
+            shapes["bias"] = (self.out,)
+        return shapes
+
+    def macs(self, inputs: Sequence[Shape], out: Shape) -> int:
+        c, h, w = inputs[0]
+        k = pair(self.k)
+        return c * h * w * (self.out // self.groups) * k[0] * k[1]
+
+    def formula(self, inputs: Sequence[Shape]) -> str:
+        c_in = inputs[0][0]
+        cout = f"({self.out}/{self.groups})" if self.groups > 1 else str(self.out)
+        return f"{_k_text(pair(self.k))}·{c_in}·{cout} + {self.out if self.bias else 0}"

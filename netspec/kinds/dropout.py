@@ -1,0 +1,44 @@
+"""Dropout, with the probability always named: ``drop`` (PyTorch's p) or ``keep``
+(the classic papers' p). A bare number is refused because it is ambiguous.
+
+``scaling: inverted`` divides the survivors by keep while training (PyTorch);
+``scaling: classic`` trains unscaled and multiplies by keep at inference.
+At inference, after either, dropout itself is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from netspec.kinds.base import LayerArgs
+
+
+class Dropout(LayerArgs):
+    op = "dropout"
+    auto_name = "drop"
+    shorthand_refusal = (
+        "a bare dropout probability is ambiguous (PyTorch's p drops, the classic papers' "
+        "p keeps): write {drop: P} or {keep: P}"
+    )
+
+    drop: float | None = Field(default=None, ge=0, lt=1)
+    keep: float | None = Field(default=None, gt=0, le=1)
+    #: element: each activation on its own; channel: whole feature maps
+    kind: Literal["element", "channel"] = "element"
+    scaling: Literal["inverted", "classic"] = "inverted"
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Dropout:
+        if (self.drop is None) == (self.keep is None):
+            raise ValueError("give exactly one of drop or keep")
+        return self
+
+    @property
+    def p_drop(self) -> float:
+        return self.drop if self.drop is not None else 1.0 - float(self.keep)  # type: ignore[arg-type]
+
+    @property
+    def p_keep(self) -> float:
+        return self.keep if self.keep is not None else 1.0 - float(self.drop)  # type: ignore[arg-type]

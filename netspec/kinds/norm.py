@@ -1,0 +1,138 @@
+"""Normalisation layers. The spec writes ``norm: batch`` (or ``{kind: batch, ...}``);
+each kind is its own Graph op because each averages over different axes:
+
+- batch: over batch and space, per channel; running statistics kept for inference;
+- layer: over channels and space, per sample; γ, δ per channel or per element;
+- instance: over space only, per sample and channel;
+- group: over space and a group of channels, per sample;
+- rms: no re-centering, h / sqrt(mean(h²) + ε), γ only.
+
+γ starts at 1 and δ at 0; netspec.param_groups keeps both out of weight decay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from netspec.kinds.base import LayerArgs, PosInt, Shape, ShapeError
+
+Eps = float
+
+
+def _gamma_delta(c: int) -> dict[str, Shape]:
+    return {"weight": (c,), "bias": (c,)}
+
+
+class _Norm(LayerArgs):
+    auto_name = "norm"
+    shorthand = "kind"
+
+    eps: Eps = Field(default=1e-5, gt=0)
+
+    def formula(self, inputs: Sequence[Shape]) -> str:
+        shapes = self.param_shapes(inputs)
+        if not shapes:
+            return "0"
+        (first, *_) = shapes.values()
+        size = "·".join(str(d) for d in first)
+        return f"{len(shapes)}·{size}"
+
+
+class BatchNorm(_Norm):
+    op = "batchnorm"
+    auto_name = "bn"
+
+    kind: Literal["batch"] = "batch"
+    #: weight of the newest batch in the running average; null = cumulative average
+    momentum: float | None = Field(default=0.1, gt=0, le=1)
+    affine: bool = True
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return _gamma_delta(self.check_input(inputs)[0]) if self.affine else {}
+
+    def buffer_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        c = self.check_input(inputs)[0]
+        return {"running_mean": (c,), "running_var": (c,)}
+
+
+class LayerNorm(_Norm):
+    op = "layernorm"
+    auto_name = "ln"
+
+    kind: Literal["layer"] = "layer"
+    #: γ, δ per channel (shape [C]) or per element (shape [C, H, W]), or none
+    affine: Literal["channel", "element", "none"] = "channel"
+
+    @field_validator("affine", mode="before")
+    @classmethod
+    def _bool_affine(cls, v: Any) -> Any:
+        if v is True:
+            return "channel"
+        if v is False:
+            return "none"
+        return v
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        x = self.check_input(inputs)
+        if self.affine == "none":
+            return {}
+        shape = x if self.affine == "element" else (x[0],)
+        return {"weight": shape, "bias": shape}
+
+
+class InstanceNorm(_Norm):
+    op = "instancenorm"
+    auto_name = "inorm"
+    ranks = (3,)
+
+    kind: Literal["instance"] = "instance"
+    affine: bool = True
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return _gamma_delta(self.check_input(inputs)[0]) if self.affine else {}
+
+
+class GroupNorm(_Norm):
+    op = "groupnorm"
+    auto_name = "gn"
+    ranks = (3,)
+
+    kind: Literal["group"] = "group"
+    groups: PosInt
+    affine: bool = True
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        x = self.check_input(inputs)
+        if x[0] % self.groups:
+            raise ShapeError(f"groups={self.groups} does not divide the {x[0]} channels",
+                             "groups")
+        return x
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return _gamma_delta(self.check_input(inputs)[0]) if self.affine else {}
+
+
+class RMSNorm(_Norm):
+    op = "rmsnorm"
+    auto_name = "rms"
+
+    kind: Literal["rms"] = "rms"
+    eps: Eps = Field(default=1e-6, gt=0)
+    #: mean of h² over the channels at each position, or over channels and space
+    over: Literal["channels", "channels+space"] = "channels"
+    affine: bool = True
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return {"weight": (self.check_input(inputs)[0],)} if self.affine else {}
+
+
+NORM_KINDS: dict[str, type[_Norm]] = {
+    "batch": BatchNorm,
+    "layer": LayerNorm,
+    "instance": InstanceNorm,
+    "group": GroupNorm,
+    "rms": RMSNorm,
+}

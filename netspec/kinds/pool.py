@@ -1,0 +1,84 @@
+"""Pooling: windows (max, avg), to a fixed size (adaptive), or to 1×1 (global)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from netspec.kinds.base import LayerArgs, Shape, ShapeError, fmt_shape
+from netspec.kinds.conv import NonNegPair, Pair, pair
+
+
+class _WindowPool(LayerArgs):
+    ranks = (3,)
+
+    k: Pair
+    #: defaults to k: non-overlapping windows
+    stride: Pair | None = None
+    pad: NonNegPair = 0
+    ceil: bool = False
+
+    @property
+    def strides(self) -> tuple[int, int]:
+        return pair(self.stride if self.stride is not None else self.k)
+
+    def _dilation(self) -> tuple[int, int]:
+        return (1, 1)
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        c, h, w = self.check_input(inputs)
+        k, s, p, d = pair(self.k), self.strides, pair(self.pad), self._dilation()
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise ShapeError(f"pad {self.pad} is more than half the kernel {self.k}", "pad")
+        size = []
+        for n, ki, si, pi, di in zip((h, w), k, s, p, d, strict=True):
+            span = n + 2 * pi - di * (ki - 1) - 1
+            o = (-(-span // si) if self.ceil else span // si) + 1
+            # as torch: with ceil, the last window must start inside the input or left pad
+            if self.ceil and (o - 1) * si >= n + pi:
+                o -= 1
+            if o < 1 or span < 0:
+                raise ShapeError(f"window {ki} is larger than the {fmt_shape(inputs[0])} input",
+                                 "k")
+            size.append(o)
+        return (c, size[0], size[1])
+
+
+class MaxPool(_WindowPool):
+    op = "maxpool"
+    auto_name = "pool"
+
+    dilation: Pair = 1
+
+    def _dilation(self) -> tuple[int, int]:
+        return pair(self.dilation)
+
+
+class AvgPool(_WindowPool):
+    op = "avgpool"
+    auto_name = "pool"
+
+    #: whether zero padding counts in each window's average (torch's default)
+    count_pad: bool = True
+
+
+class AdaptiveAvgPool(LayerArgs):
+    op = "adaptive_avgpool"
+    auto_name = "pool"
+    shorthand = "size"
+    ranks = (3,)
+
+    size: Pair
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        c, _, _ = self.check_input(inputs)
+        return (c, *pair(self.size))
+
+
+class GlobalAvgPool(LayerArgs):
+    op = "global_avgpool"
+    auto_name = "pool"
+    ranks = (3,)
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        c, _, _ = self.check_input(inputs)
+        return (c, 1, 1)

@@ -1,0 +1,46 @@
+"""Layers that change the layout, not the values: flatten and upsample."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from netspec.kinds.base import LayerArgs, Shape, ShapeError
+
+
+class Flatten(LayerArgs):
+    op = "flatten"
+    auto_name = "flatten"
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        return (math.prod(x),)
+
+
+class Upsample(LayerArgs):
+    """Resize by a scale factor: nearest or bilinear (``align_corners`` false, as torch)."""
+
+    op = "upsample"
+    auto_name = "upsample"
+    shorthand = "scale"
+    ranks = (3,)
+
+    scale: float = Field(gt=0, le=64)
+    mode: Literal["nearest", "bilinear"] = "nearest"
+
+    @model_validator(mode="after")
+    def _integer_scale_for_exact_shapes(self) -> Upsample:
+        if not float(self.scale).is_integer():
+            raise ValueError("scale must be a whole number (2, 3, …) so every backend "
+                             "agrees on the output size")
+        return self
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        c, h, w = self.check_input(inputs)
+        s = int(self.scale)
+        if h * s * w * s > 1 << 31:
+            raise ShapeError(f"upsampling {h}×{w} by {s} is too large", "scale")
+        return (c, h * s, w * s)

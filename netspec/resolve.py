@@ -1,0 +1,575 @@
+"""Resolve: a validated spec → the Graph. Blocks, repeat, vars, residual and dense
+blocks and named skips are expanded here, and every node's output shape is inferred,
+so a channel mismatch is an error with a position before any tensor exists.
+
+Naming (these names become module paths and state_dict keys, so they are stable):
+- a layer is named by ``as:`` or automatically, ``{prefix}{n}`` per scope: conv1, bn1…;
+- a block use is a scope named by ``as:`` or ``{block}{n}``; ``repeat: n`` makes a
+  scope whose children are ``0`` … ``n-1``;
+- a residual's body lives in the enclosing scope (as torchvision's blocks do); its
+  shortcut layers in ``shortcut`` (``shortcut2``…); the merge is ``add{n}``/``cat{n}``;
+- a dense block is a scope; layer i of it is the scope ``i``.
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
+from netspec.expr import ExprError, evaluate, is_expression
+from netspec.graph import INPUT, Graph, Node, Scope
+from netspec.kinds import KIND_HINTS, NORM_KINDS, OPS, SPEC_KINDS, LayerArgs, Shape, ShapeError
+from netspec.kinds.base import fmt_shape
+from netspec.kinds.conv import Conv
+from netspec.kinds.linear import Linear
+from netspec.kinds.merge import Add, Concat
+from netspec.spec import IDENTIFIER, SpecModel, errors_from_pydantic, is_required
+from netspec.yaml_loader import Document, Path
+
+STRUCTURES = ("residual", "dense")
+COMMON_KEYS = ("as", "repeat")
+MAX_REPEAT = 10_000
+MAX_NODES = 100_000
+MAX_BLOCK_DEPTH = 32
+
+RESIDUAL_KEYS = ("body", "shortcut", "combine")
+DENSE_KEYS = ("n", "body", "combine")
+
+
+@dataclass
+class Entry:
+    """One layer entry of a spec, split into its kind and options, with positions."""
+
+    kind: str
+    args: dict[str, Any]
+    #: where each option came from in the document (the layer, or ``defaults``)
+    paths: dict[str, Path]
+    path: Path
+    kind_path: Path
+
+
+@dataclass
+class Ctx:
+    """Where resolution stands: the scope, the vars in sight, the names in sight."""
+
+    scope: str
+    env: dict[str, Any]
+    names: ChainMap[str, str]
+    taken: set[str] = field(default_factory=set)
+    counters: dict[str, int] = field(default_factory=dict)
+    stack: tuple[tuple[str, Pos], ...] = ()
+
+    def child(self, scope: str, env: dict[str, Any] | None = None,
+              names: ChainMap[str, str] | None = None, block: tuple[str, Pos] | None = None
+              ) -> Ctx:
+        return Ctx(
+            scope=scope,
+            env=self.env if env is None else env,
+            names=self.names.new_child() if names is None else names,
+            stack=(*self.stack, block) if block else self.stack,
+        )
+
+
+def join(scope: str, name: str) -> str:
+    return f"{scope}.{name}" if scope else name
+
+
+class Resolver:
+    def __init__(self, doc: Document, spec: SpecModel, overrides: dict[str, Any]) -> None:
+        self.doc = doc
+        self.spec = spec
+        self.overrides = overrides
+        self.nodes: dict[str, Node] = {}
+        self.scopes: dict[str, Scope] = {}
+        self.global_env: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ entry point
+    def graph(self) -> Graph:
+        self.global_env = self._vars()
+        input_shape = self._input_shape()
+        self.nodes[INPUT] = Node(INPUT, INPUT, None, (), input_shape, self.doc.pos(("input",)))
+        ctx = Ctx(scope="", env=self.global_env, names=ChainMap(), taken={INPUT})
+        out = self.sequence(self.spec.layers, ("layers",), ctx, INPUT)
+        task = self._task(self.nodes[out].shape)
+        return Graph(
+            name=self.spec.name,
+            input_shape=input_shape,
+            nodes=self.nodes,
+            output=out,
+            scopes=self.scopes,
+            task=task,
+            spec_file=self.doc.file,
+            spec_text=self.doc.text,
+            vars=dict(self.global_env),
+        )
+
+    def _vars(self) -> dict[str, Any]:
+        env: dict[str, Any] = {}
+        for name in self.overrides:
+            if name not in self.spec.vars:
+                from netspec.errors import UsageError
+
+                known = ", ".join(self.spec.vars) or "none"
+                raise UsageError(
+                    f"--set {name}: the spec has no var '{name}'"
+                    f"{did_you_mean(name, self.spec.vars)} (its vars: {known})"
+                )
+        for name, value in self.spec.vars.items():
+            if name in self.overrides:
+                value = self.overrides[name]
+                try:
+                    env[name] = self._eval_value(value, env)
+                except ExprError as e:
+                    from netspec.errors import UsageError
+
+                    raise UsageError(f"--set {name}={value}: {e}") from None
+            else:
+                env[name] = self.value(value, ("vars", name), env)
+        return env
+
+    def _input_shape(self) -> Shape:
+        shape = []
+        for i, d in enumerate(self.spec.input):
+            v = self.value(d, ("input", i), self.global_env)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SpecError(f"input sizes must be positive integers, got {v!r}",
+                                self.doc.pos(("input", i)))
+            shape.append(v)
+        if len(shape) == 2:
+            raise SpecError("input is [C, H, W] for images or [F] for features; [A, B] is "
+                            "neither", self.doc.pos(("input",)))
+        return tuple(shape)
+
+    def _task(self, out: Shape) -> str:
+        inferred = "classification" if len(out) == 1 else "segmentation"
+        task = self.spec.task or inferred
+        want = {"classification": 1, "segmentation": 3}[task]
+        if len(out) != want:
+            kind = "[K] class scores" if want == 1 else "[K, H, W] per-pixel class scores"
+            raise SpecError(f"task {task} needs {kind}, but the network outputs {fmt_shape(out)}",
+                            self.doc.pos(("task",)))
+        return task
+
+    # ------------------------------------------------------------------ values
+    def _eval_value(self, value: Any, env: dict[str, Any]) -> Any:
+        if is_expression(value):
+            return evaluate(value, env)
+        if isinstance(value, list):
+            return [self._eval_value(v, env) for v in value]
+        return value
+
+    def value(self, value: Any, path: Path, env: dict[str, Any]) -> Any:
+        """Evaluate ``$`` expressions in a value (recursively in lists), positioned."""
+        if isinstance(value, list):
+            return [self.value(v, (*path, i), env) for i, v in enumerate(value)]
+        if not is_expression(value):
+            return value
+        try:
+            return evaluate(value, env)
+        except ExprError as e:
+            raise SpecError(f"in '{value}': {e}", self._expr_pos(path, e.offset)) from None
+
+    def _expr_pos(self, path: Path, offset: int) -> Pos:
+        pos = self.doc.pos(path)
+        lines = self.doc.text.splitlines()
+        if 0 < pos.line <= len(lines):
+            line = lines[pos.line - 1]
+            quoted = line[pos.col - 1:pos.col] in ("'", '"')
+            return Pos(pos.file, pos.line, pos.col + offset + (1 if quoted else 0))
+        return pos
+
+    # ------------------------------------------------------------------ entries
+    def parse_entry(self, raw: Any, path: Path) -> Entry:
+        if isinstance(raw, str):
+            return Entry(raw, {}, {}, path, path)
+        if isinstance(raw, dict) and len(raw) == 1:
+            ((kind, value),) = raw.items()
+            kpath = (*path, kind)
+            if value is None:
+                return Entry(kind, {}, {}, path, kpath)
+            if isinstance(value, dict):
+                return Entry(kind, dict(value), {k: (*kpath, k) for k in value}, path, kpath)
+            cls = self._op_class(kind, {})
+            if cls is not None and cls.shorthand:
+                return Entry(kind, {cls.shorthand: value}, {cls.shorthand: kpath}, path, kpath)
+            if cls is not None and cls.shorthand_refusal:
+                raise SpecError(f"{kind}: {cls.shorthand_refusal}", self.doc.pos(kpath))
+            raise SpecError(f"{kind} takes a mapping of options, not {_describe(value)}",
+                            self.doc.pos(kpath))
+        if isinstance(raw, dict) and len(raw) > 1:
+            keys = list(raw)
+            inner = [k for k in keys[1:] if k in COMMON_KEYS]
+            hint = (f"; put {', '.join(inner)} inside {keys[0]}'s options"
+                    if inner else "; write one layer per list item")
+            raise SpecError(f"a layer is a mapping with one key (its kind), found "
+                            f"{', '.join(keys)}{hint}", self.doc.pos(path))
+        raise SpecError(f"a layer is a kind name or a one-key mapping, not {_describe(raw)}",
+                        self.doc.pos(path))
+
+    def _op_class(self, kind: str, args: dict[str, Any]) -> type[LayerArgs] | None:
+        if kind == "norm":
+            return NORM_KINDS.get(str(args.get("kind")), NORM_KINDS["batch"])
+        if kind in OPS and kind not in {c.op for c in NORM_KINDS.values()}:
+            return OPS[kind]
+        return None
+
+    def unknown_kind(self, e: Entry) -> SpecError:
+        choices = [*SPEC_KINDS, *STRUCTURES, *self.spec.blocks]
+        hint = did_you_mean(e.kind, choices)
+        if not hint and e.kind.lower() in KIND_HINTS:
+            hint = f" (did you mean '{KIND_HINTS[e.kind.lower()]}'?)"
+        return SpecError(f"unknown layer kind '{e.kind}'{hint}", self.doc.key(e.kind_path))
+
+    def sequence(self, items: Any, path: Path, ctx: Ctx, x: str) -> str:
+        if not isinstance(items, list):
+            items, path = [items], path
+            single = True
+        else:
+            single = False
+        if not items:
+            raise SpecError("empty list of layers", self.doc.pos(path))
+        for i, raw in enumerate(items):
+            x = self.entry(raw, path if single else (*path, i), ctx, x)
+        return x
+
+    def entry(self, raw: Any, path: Path, ctx: Ctx, x: str) -> str:
+        e = self.parse_entry(raw, path)
+        as_name = self._as_name(e, ctx)
+        repeat = self._repeat(e, ctx)
+        if repeat is None:
+            return self._one(e, ctx, x, as_name)
+        container = self._claim(as_name or self._auto(ctx, e.kind), ctx, e)
+        scope = join(ctx.scope, container)
+        self._scope(scope, "repeat", f"{e.kind} × {repeat}", e)
+        inner = ctx.child(scope, names=ctx.names)
+        for i in range(repeat):
+            inner.env = {**ctx.env, "i": i}
+            if e.kind in self.spec.blocks or e.kind in STRUCTURES:
+                x = self._one(e, inner, x, str(i))
+            else:
+                x = self.layer(e, inner, x, str(i))
+        if as_name:
+            ctx.names[as_name] = x
+        return x
+
+    def _one(self, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
+        if e.kind in self.spec.blocks:
+            out = self.block(e, ctx, x, self._claim(name or self._auto(ctx, e.kind), ctx, e))
+        elif e.kind == "residual":
+            out = self.residual(e, ctx, x, name)
+        elif e.kind == "dense":
+            out = self.dense(e, ctx, x, self._claim(name or self._auto(ctx, "dense"), ctx, e))
+        else:
+            out = self.layer(e, ctx, x, name)
+        return out
+
+    def _as_name(self, e: Entry, ctx: Ctx) -> str | None:
+        if "as" not in e.args:
+            return None
+        name = self.value(e.args.pop("as"), e.paths["as"], ctx.env)
+        if not isinstance(name, str) or not IDENTIFIER.match(name):
+            raise SpecError(f"as: '{name}' is not a valid name (letters, digits, _)",
+                            self.doc.pos(e.paths["as"]))
+        if name == INPUT:
+            raise SpecError("as: 'input' is reserved for the network's input",
+                            self.doc.pos(e.paths["as"]))
+        return name
+
+    def _repeat(self, e: Entry, ctx: Ctx) -> int | None:
+        if "repeat" not in e.args:
+            return None
+        n = self.value(e.args.pop("repeat"), e.paths["repeat"], ctx.env)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REPEAT:
+            raise SpecError(f"repeat must be an integer from 1 to {MAX_REPEAT:,}, got {n!r}",
+                            self.doc.pos(e.paths["repeat"]))
+        return n
+
+    def _auto(self, ctx: Ctx, prefix: str) -> str:
+        while True:
+            ctx.counters[prefix] = ctx.counters.get(prefix, 0) + 1
+            name = f"{prefix}{ctx.counters[prefix]}"
+            if name not in ctx.taken:
+                return name
+
+    def _claim(self, name: str, ctx: Ctx, e: Entry) -> str:
+        if name in ctx.taken:
+            raise SpecError(f"the name '{name}' is already used in this scope",
+                            self.doc.pos(e.paths.get("as", e.path)))
+        ctx.taken.add(name)
+        return name
+
+    def _scope(self, path: str, kind: str, label: str, e: Entry) -> None:
+        self.scopes[path] = Scope(path, kind, label, self.doc.pos(e.path))
+
+    # ------------------------------------------------------------------ layers
+    def _options(self, e: Entry, ctx: Ctx, cls: type[LayerArgs]) -> tuple[dict, dict]:
+        """The layer's options over its kind's defaults, evaluated, with their paths."""
+        args: dict[str, Any] = {}
+        paths: dict[str, Path] = {}
+        defaults = self.spec.defaults.get(e.kind, {})
+        fields = {f.alias or n for n, f in cls.model_fields.items()} | set(cls.model_fields)
+        for key, value in defaults.items():
+            if key not in fields and key not in e.args:
+                continue  # a norm default that this norm kind has no use for
+            dpath = ("defaults", e.kind, key)
+            args[key], paths[key] = self.value(value, dpath, ctx.env), dpath
+        for key, value in e.args.items():
+            args[key], paths[key] = self.value(value, e.paths[key], ctx.env), e.paths[key]
+        return args, paths
+
+    def layer(self, e: Entry, ctx: Ctx, x: str, name: str | None, *,
+              inputs: list[str] | None = None, note: str = "") -> str:
+        cls = self._op_class(e.kind, e.args)
+        if cls is None:
+            raise self.unknown_kind(e)
+        if e.kind == "norm" and "kind" not in e.args and "kind" not in self.spec.defaults.get(
+                "norm", {}):
+            raise SpecError("norm needs a kind: batch, layer, instance, group or rms "
+                            "(e.g. 'norm: batch')", self.doc.key(e.kind_path))
+        if e.kind == "norm":
+            kind = self.value(e.args.get("kind", self.spec.defaults.get("norm", {}).get("kind")),
+                              e.paths.get("kind", ("defaults", "norm", "kind")), ctx.env)
+            if kind not in NORM_KINDS:
+                where = e.paths.get("kind", ("defaults", "norm", "kind"))
+                raise SpecError(f"unknown norm kind '{kind}'{did_you_mean(str(kind), NORM_KINDS)}"
+                                f"; expected one of: {', '.join(NORM_KINDS)}", self.doc.pos(where))
+            cls = NORM_KINDS[kind]
+        args, paths = self._options(e, ctx, cls)
+        try:
+            model = cls.model_validate(args)
+        except ValidationError as err:
+            raise SpecErrors(errors_from_pydantic(
+                err, self.doc, base=e.kind_path, prefix=f"{e.kind}: ", paths=paths,
+                fields={f.alias or n: f for n, f in cls.model_fields.items()})) from None
+        ins = [x] if inputs is None else inputs
+        if cls.arity is None and inputs is None:
+            ins = [x, *self._refs(model, e, ctx)]
+        return self.add_node(model, ins, name, ctx, e, note, paths)
+
+    def _refs(self, model: LayerArgs, e: Entry, ctx: Ctx) -> list[str]:
+        refs = []
+        names = getattr(model, "from_", [])
+        if not names:
+            raise SpecError(f"{e.kind} needs the names of earlier layers to merge with, e.g. "
+                            f"{e.kind}: [enc1]", self.doc.key(e.kind_path))
+        for i, ref in enumerate(names):
+            if ref not in ctx.names:
+                where = (*e.paths.get("from", e.kind_path), i)
+                known = ", ".join(ctx.names) or "none yet"
+                raise SpecError(f"no earlier layer is named '{ref}'"
+                                f"{did_you_mean(ref, ctx.names)} (names in sight: {known})",
+                                self.doc.pos(where))
+            refs.append(ctx.names[ref])
+        return refs
+
+    def add_node(self, model: LayerArgs, inputs: list[str], name: str | None, ctx: Ctx,
+                 e: Entry, note: str = "", paths: dict[str, Path] | None = None) -> str:
+        shapes = [self.nodes[i].shape for i in inputs]
+        try:
+            shape = model.out_shape(shapes)
+        except ShapeError as err:
+            where = (paths or {}).get(err.field or "", e.kind_path)
+            raise SpecError(f"{e.kind}: {err}", self.doc.pos(where)) from None
+        local = self._claim(name, ctx, e) if name else self._auto(ctx, model.auto_name)
+        ctx.taken.add(local)
+        full = join(ctx.scope, local)
+        if len(self.nodes) >= MAX_NODES:
+            raise SpecError(f"the network expands to more than {MAX_NODES:,} layers",
+                            self.doc.pos(e.path))
+        self.nodes[full] = Node(full, model.op, model, tuple(inputs), shape,
+                                self.doc.pos(e.path), note)
+        return full
+
+    # ------------------------------------------------------------------ blocks
+    def block(self, e: Entry, ctx: Ctx, x: str, local: str) -> str:
+        block = self.spec.blocks[e.kind]
+        use_pos = self.doc.pos(e.path)
+        chain = [b for b, _ in ctx.stack]
+        if e.kind in chain:
+            cycle = " → ".join([*chain[chain.index(e.kind):], e.kind])
+            raise SpecError(f"block '{e.kind}' uses itself: {cycle}", self.doc.key(e.kind_path))
+        if len(ctx.stack) >= MAX_BLOCK_DEPTH:
+            raise SpecError(f"blocks nested more than {MAX_BLOCK_DEPTH} deep",
+                            self.doc.key(e.kind_path))
+        for key in e.args:
+            if key not in block.args:
+                known = ", ".join(block.args) or "none"
+                raise SpecError(f"block '{e.kind}' has no arg '{key}'"
+                                f"{did_you_mean(key, block.args)} (its args: {known})",
+                                self.doc.key(e.paths[key]))
+        env = dict(self.global_env)
+        env["in"] = self.nodes[x].shape[0]
+        for arg, default in block.args.items():
+            if arg in e.args:
+                env[arg] = self.value(e.args[arg], e.paths[arg], ctx.env)
+            elif is_required(default):
+                raise SpecError(f"block '{e.kind}' needs arg '{arg}'", self.doc.key(e.kind_path))
+            else:
+                env[arg] = self.value(default, ("blocks", e.kind, "args", arg), env)
+        scope = join(ctx.scope, local)
+        shown = ", ".join(f"{a}={env[a]}" for a in block.args)
+        self._scope(scope, "block", f"{e.kind}({shown})" if shown else e.kind, e)
+        inner = ctx.child(scope, env=env, names=ChainMap(), block=(e.kind, use_pos))
+        try:
+            return self.sequence(block.layers, ("blocks", e.kind, "layers"), inner, x)
+        except SpecError as err:
+            if err.pos and err.pos.line != use_pos.line and "[in block" not in err.message:
+                err.message += f" [in block '{e.kind}' used at line {use_pos.line}]"
+            raise
+
+    def _structure_opts(self, e: Entry, keys: tuple[str, ...]) -> None:
+        for key in e.args:
+            if key not in keys:
+                raise SpecError(f"{e.kind}: unknown key '{key}'{did_you_mean(key, keys)}; "
+                                f"expected one of: {', '.join(keys)}", self.doc.key(e.paths[key]))
+        if "body" not in e.args:
+            raise SpecError(f"{e.kind} needs a body: a list of layers or one layer",
+                            self.doc.key(e.kind_path))
+
+    def _combine(self, e: Entry, ctx: Ctx, default: str) -> type[Add] | type[Concat]:
+        combine = self.value(e.args.get("combine", default), e.paths.get("combine", e.kind_path),
+                             ctx.env)
+        if combine not in ("add", "concat"):
+            raise SpecError(f"{e.kind}: combine is add or concat, not {combine!r}",
+                            self.doc.pos(e.paths["combine"]))
+        return Add if combine == "add" else Concat
+
+    def residual(self, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
+        """out = combine(body(x), shortcut(x))."""
+        self._structure_opts(e, RESIDUAL_KEYS)
+        merge = self._combine(e, ctx, "add")
+        start = len(self.nodes)
+        y = self.sequence(e.args["body"], e.paths["body"], ctx, x)
+        body = list(self.nodes.values())[start:]
+        shortcut = self.value(e.args.get("shortcut", "auto"), e.paths.get("shortcut", e.path),
+                              ctx.env)
+        x_shape, y_shape = self.nodes[x].shape, self.nodes[y].shape
+        fits = x_shape == y_shape if merge is Add else x_shape[1:] == y_shape[1:]
+        if shortcut == "identity" or (shortcut == "auto" and fits):
+            s, note = x, "residual, identity shortcut"
+            if not fits:
+                raise SpecError(
+                    f"residual: identity shortcut cannot {merge.op} {fmt_shape(x_shape)} to the "
+                    f"body's {fmt_shape(y_shape)}; use shortcut: auto or give its layers",
+                    self.doc.pos(e.paths.get("shortcut", e.kind_path)))
+        elif shortcut == "auto":
+            s, note = self._projection(e, ctx, x, y, body)
+        elif isinstance(e.args["shortcut"], list | dict):
+            local = self._auto_scope(ctx, "shortcut")
+            scope = join(ctx.scope, local)
+            self._scope(scope, "shortcut", "shortcut", e)
+            s = self.sequence(e.args["shortcut"], e.paths["shortcut"], ctx.child(scope), x)
+            note = "residual, shortcut as written"
+        else:
+            raise SpecError(f"residual: shortcut is auto, identity or a list of layers, not "
+                            f"{shortcut!r}", self.doc.pos(e.paths["shortcut"]))
+        op_name = name or None
+        return self.add_node(merge(), [y, s], op_name, ctx, e, note=note)
+
+    def _auto_scope(self, ctx: Ctx, base: str) -> str:
+        n = 1
+        while (local := base if n == 1 else f"{base}{n}") in ctx.taken:
+            n += 1
+        ctx.taken.add(local)
+        return local
+
+    def _projection(self, e: Entry, ctx: Ctx, x: str, y: str, body: list[Node]
+                    ) -> tuple[str, str]:
+        """Auto shortcut: 1×1 conv (or linear) with the body's stride + the body's norm."""
+        x_shape, y_shape = self.nodes[x].shape, self.nodes[y].shape
+        norm = next((n.args for n in body if n.op in {c.op for c in NORM_KINDS.values()}), None)
+        local = self._auto_scope(ctx, "shortcut")
+        scope = join(ctx.scope, local)
+        self._scope(scope, "shortcut", "projection shortcut", e)
+        inner = ctx.child(scope)
+        if len(x_shape) == 1:
+            proj: LayerArgs = Linear(out=y_shape[0], bias=norm is None)
+            what = "linear"
+        else:
+            if len(y_shape) != 3:
+                raise SpecError(f"residual: the body turns {fmt_shape(x_shape)} into "
+                                f"{fmt_shape(y_shape)}; a shortcut cannot follow",
+                                self.doc.pos(e.kind_path))
+            stride = [_stride_between(a, b) for a, b in zip(x_shape[1:], y_shape[1:],
+                                                            strict=True)]
+            if None in stride:
+                raise SpecError(
+                    f"residual: no 1×1 strided conv maps {fmt_shape(x_shape)} to the body's "
+                    f"{fmt_shape(y_shape)}; give the shortcut's layers",
+                    self.doc.pos(e.kind_path))
+            s = stride[0] if stride[0] == stride[1] else (stride[0], stride[1])
+            proj = Conv(out=y_shape[0], k=1, stride=s, pad=0, bias=norm is None)
+            what = f"1×1 conv, stride {stride[0]}"
+        s_out = self.add_node(proj, [x], None, inner, e)
+        if norm is not None:
+            s_out = self.add_node(norm, [s_out], None, inner, e)
+            what += f" + {norm.op}"
+        return s_out, (f"residual, projection shortcut ({what}): "
+                       f"{fmt_shape(x_shape)} → {fmt_shape(y_shape)}")
+
+    def dense(self, e: Entry, ctx: Ctx, x: str, local: str) -> str:
+        """Each of n layers sees the block input and every earlier layer's output."""
+        self._structure_opts(e, DENSE_KEYS)
+        merge = self._combine(e, ctx, "concat")
+        n = self.value(e.args.get("n"), e.paths.get("n", e.kind_path), ctx.env)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REPEAT:
+            raise SpecError(f"dense: n must be an integer from 1 to {MAX_REPEAT:,}, got {n!r}",
+                            self.doc.pos(e.paths.get("n", e.kind_path)))
+        scope = join(ctx.scope, local)
+        self._scope(scope, "dense", f"dense × {n} ({merge.op})", e)
+        inner = ctx.child(scope)
+        features = [x]
+        for i in range(n):
+            seen = features[0] if i == 0 else self.add_node(merge(), features, None, inner, e)
+            inner.taken.add(str(i))
+            layer_ctx = inner.child(join(scope, str(i)))
+            self._scope(join(scope, str(i)), "dense-layer", f"layer {i}", e)
+            features = [*features, self.sequence(e.args["body"], e.paths["body"], layer_ctx,
+                                                 seen)]
+        return self.add_node(merge(), features, None, inner, e)
+
+
+def _stride_between(n_in: int, n_out: int) -> int | None:
+    for s in range(1, n_in + 1):
+        if (n_in - 1) // s + 1 == n_out:
+            return s
+    return None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_defaults(doc: Document, spec: SpecModel) -> list[SpecError]:
+    """Every ``defaults`` key names a kind, and every option in it exists for that kind."""
+    errors = []
+    for kind, options in spec.defaults.items():
+        if kind == "norm":
+            fields = set().union(*({f.alias or n for n, f in c.model_fields.items()}
+                                   for c in NORM_KINDS.values()))
+        elif kind in OPS and kind in SPEC_KINDS:
+            cls = OPS[kind]
+            fields = {f.alias or n for n, f in cls.model_fields.items()}
+        else:
+            errors.append(SpecError(
+                f"defaults: unknown layer kind '{kind}'{did_you_mean(kind, SPEC_KINDS)}",
+                doc.key(("defaults", kind))))
+            continue
+        for key in options:
+            if key not in fields:
+                errors.append(SpecError(
+                    f"defaults: {kind} has no option '{key}'{did_you_mean(key, fields)}",
+                    doc.key(("defaults", kind, key))))
+    for name in spec.blocks:
+        if name in SPEC_KINDS or name in STRUCTURES:
+            errors.append(SpecError(f"block name '{name}' is a built-in layer kind; "
+                                    "choose another", doc.key(("blocks", name))))
+    return errors

@@ -1,0 +1,205 @@
+"""Safe YAML loading that remembers where every value came from.
+
+PyYAML composes the text into a node tree (safe: no tags beyond the core schema are
+constructed); we walk that tree ourselves to build plain dicts, lists and scalars, and
+record the position of every value and every mapping key by its *path* — the tuple of
+keys and indices that reaches it. A pydantic error's ``loc`` is such a path, so every
+validation error can be pinned to ``FILE:LINE:COL`` by a dictionary look-up.
+
+Walking the tree ourselves is also what makes loading bounded: duplicate keys are
+refused, nesting depth is capped, and aliases count every value they expand to, so a
+"billion laughs" document is refused after a fixed amount of work.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+
+from netspec.errors import Pos, SpecError, UsageError
+
+Path = tuple[str | int, ...]
+
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as ``1e-5``.
+
+    YAML 1.1 (PyYAML's default) wants a dot in an exponent float, so ``eps: 1e-5``
+    would otherwise arrive as the *string* "1e-5".
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+
+
+@dataclass
+class Document:
+    """A loaded spec: plain data plus the position of everything in it."""
+
+    file: str
+    text: str
+    data: Any
+    value_pos: dict[Path, Pos] = field(default_factory=dict)
+    key_pos: dict[Path, Pos] = field(default_factory=dict)
+
+    def pos(self, path: Path) -> Pos:
+        """Position of the value at ``path``, or of its nearest positioned ancestor."""
+        path = tuple(path)
+        while path:
+            if path in self.value_pos:
+                return self.value_pos[path]
+            path = path[:-1]
+        return self.value_pos.get((), Pos(self.file, 1, 1))
+
+    def key(self, path: Path) -> Pos:
+        """Position of the mapping key that names ``path`` (falls back to the value)."""
+        path = tuple(path)
+        return self.key_pos.get(path) or self.pos(path)
+
+
+def _mark_pos(file: str, mark: Any) -> Pos:
+    return Pos(file, mark.line + 1, mark.column + 1)
+
+
+def load_file(path: str | FsPath) -> Document:
+    p = FsPath(path)
+    if not p.exists():
+        raise UsageError(f"{p}: no such file")
+    if p.is_dir():
+        raise UsageError(f"{p}: is a directory, not a spec file")
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise SpecError(
+            f"spec file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}", Pos(str(p), 1, 1)
+        )
+    raw = p.read_bytes()
+    return load_bytes(raw, str(p))
+
+
+def load_bytes(raw: bytes, file: str) -> Document:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = raw[: e.start]
+        line = before.count(b"\n") + 1
+        col = e.start - (before.rfind(b"\n") + 1) + 1
+        raise SpecError(
+            f"not UTF-8 text: byte 0x{raw[e.start]:02x} cannot be decoded", Pos(file, line, col)
+        ) from None
+    return load_text(text, file)
+
+
+def load_text(text: str, file: str = "<string>") -> Document:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise SpecError(f"spec text is larger than {MAX_FILE_BYTES:,} bytes", Pos(file, 1, 1))
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = _mark_pos(file, mark) if mark else Pos(file, 1, 1)
+        raise SpecError(f"invalid YAML: {e.problem or e.context}", where) from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"invalid YAML: {e}", Pos(file, 1, 1)) from None
+    except RecursionError:
+        raise SpecError(f"YAML nested deeper than {MAX_DEPTH} levels", Pos(file, 1, 1)) from None
+    finally:
+        loader.dispose()
+    if root is None:
+        raise SpecError("empty spec: expected a mapping with netspec, name, input, layers",
+                        Pos(file, 1, 1))
+    doc = Document(file=file, text=text, data=None)
+    walker = _Walker(doc, loader)
+    doc.data = walker.walk(root, (), 0)
+    if not isinstance(doc.data, dict):
+        raise SpecError(
+            f"the top level of a spec must be a mapping, not {_type_name(doc.data)}",
+            doc.pos(()),
+        )
+    return doc
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+class _Walker:
+    def __init__(self, doc: Document, loader: _Loader) -> None:
+        self.doc = doc
+        self.loader = loader
+        self.count = 0
+
+    def walk(self, node: yaml.Node, path: Path, depth: int) -> Any:
+        where = _mark_pos(self.doc.file, node.start_mark)
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise SpecError(
+                f"spec expands to more than {MAX_VALUES:,} values (YAML aliases?); refused",
+                where,
+            )
+        if depth > MAX_DEPTH:
+            raise SpecError(f"nested deeper than {MAX_DEPTH} levels", where)
+        self.doc.value_pos.setdefault(path, where)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.walk(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        return self._scalar(node, where)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_where = _mark_pos(self.doc.file, key_node.start_mark)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise SpecError("a mapping key must be a plain name", key_where)
+            key = key_node.value
+            if key == "<<" and key_node.tag == "tag:yaml.org,2002:merge":
+                raise SpecError(
+                    "YAML merge keys (<<) are not supported; use blocks or defaults", key_where
+                )
+            if key in out:
+                first = self.doc.key_pos[(*path, key)]
+                raise SpecError(
+                    f"duplicate key '{key}' (first at line {first.line}); YAML would keep only "
+                    "the last one",
+                    key_where,
+                )
+            self.doc.key_pos[(*path, key)] = key_where
+            out[key] = self.walk(value_node, (*path, key), depth + 1)
+        return out
+
+    def _scalar(self, node: yaml.Node, where: Pos) -> Any:
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            return node.value
+        if node.tag not in _SCALAR_TAGS:
+            raise SpecError(f"YAML tag '{node.tag}' is not allowed in a spec", where)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, yaml.YAMLError) as e:
+            raise SpecError(f"bad scalar '{str(node.value)[:40]}': {e}", where) from None
