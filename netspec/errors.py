@@ -54,7 +54,20 @@ class SpecErrors(NetspecError):
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
+#: names people bring from PyTorch and Keras for the spec's shorter ones
+SYNONYMS = {
+    "kernel": "k", "kernel_size": "k", "padding": "pad", "out_channels": "out",
+    "out_features": "out", "filters": "out", "units": "out", "channels": "out",
+    "num_groups": "groups", "p": "drop", "rate": "drop", "negative_slope": "slope",
+    "scale_factor": "scale", "output_size": "size", "ceil_mode": "ceil",
+    "count_include_pad": "count_pad", "output_padding": "output_pad", "use_bias": "bias",
+}
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean X?)' suffix, or '' when nothing is close."""
-    close = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
+    options = sorted(choices)
+    if SYNONYMS.get(str(word)) in options:
+        return f" (did you mean '{SYNONYMS[str(word)]}'?)"
+    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

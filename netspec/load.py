@@ -7,14 +7,14 @@ from typing import Any
 
 from netspec.errors import SpecErrors
 from netspec.graph import Graph
-from netspec.resolve import Resolver, check_defaults
+from netspec.resolve import Resolver, check_defaults, lint_layers
 from netspec.spec import validate_top_level
 from netspec.yaml_loader import Document, load_file, load_text
 
 
 def resolve_document(doc: Document, overrides: dict[str, Any] | None = None) -> Graph:
     spec = validate_top_level(doc)
-    problems = check_defaults(doc, spec)
+    problems = check_defaults(doc, spec) + lint_layers(doc, spec)
     if problems:
         raise SpecErrors(problems)
     return Resolver(doc, spec, dict(overrides or {})).graph()

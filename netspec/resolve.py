@@ -573,3 +573,54 @@ def check_defaults(doc: Document, spec: SpecModel) -> list[SpecError]:
             errors.append(SpecError(f"block name '{name}' is a built-in layer kind; "
                                     "choose another", doc.key(("blocks", name))))
     return errors
+
+
+def lint_layers(doc: Document, spec: SpecModel) -> list[SpecError]:
+    """Problems that need no shapes — malformed entries, unknown kinds, options and block
+    args — found in every layer list at once, so one run reports all of them."""
+    r = Resolver(doc, spec, {})
+    errors: list[SpecError] = []
+
+    def walk(items: Any, path: Path) -> None:
+        entries = items if isinstance(items, list) else [items]
+        for i, raw in enumerate(entries):
+            here = (*path, i) if isinstance(items, list) else path
+            try:
+                e = r.parse_entry(raw, here)
+            except SpecError as err:
+                errors.append(err)
+                continue
+            own = {k: v for k, v in e.args.items() if k not in COMMON_KEYS}
+            if e.kind in spec.blocks:
+                known: tuple[str, ...] | None = tuple(spec.blocks[e.kind].args)
+                what = f"block '{e.kind}' has no arg"
+            elif e.kind in STRUCTURES:
+                known = RESIDUAL_KEYS if e.kind == "residual" else DENSE_KEYS
+                what = f"{e.kind}: unknown key"
+                for key in ("body", "shortcut"):
+                    if isinstance(own.get(key), list | dict) or (
+                            key == "body" and isinstance(own.get(key), str)):
+                        walk(own[key], e.paths[key])
+            elif e.kind == "norm":
+                cls = NORM_KINDS.get(str(own.get("kind")))
+                known = tuple(f.alias or n for n, f in cls.model_fields.items()) if cls else None
+                what = f"norm {own.get('kind')}: unknown option"
+            elif e.kind in OPS and e.kind in SPEC_KINDS:
+                known = tuple(f.alias or n for n, f in OPS[e.kind].model_fields.items())
+                what = f"{e.kind}: unknown option"
+            else:
+                errors.append(r.unknown_kind(e))
+                continue
+            if known is None:
+                continue
+            for key in own:
+                if key not in known:
+                    errors.append(SpecError(
+                        f"{what} '{key}'{did_you_mean(key, known)}"
+                        + (f"; expected one of: {', '.join(known)}" if known else ""),
+                        doc.key(e.paths[key])))
+
+    walk(spec.layers, ("layers",))
+    for name, block in spec.blocks.items():
+        walk(block.layers, ("blocks", name, "layers"))
+    return errors
