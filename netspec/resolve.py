@@ -174,13 +174,31 @@ class Resolver:
             raise SpecError(f"in '{value}': {e}", self._expr_pos(path, e.offset)) from None
 
     def _expr_pos(self, path: Path, offset: int) -> Pos:
+        """The position of character ``offset`` of the expression at ``path``, following
+        the scalar through its source text (quotes, lines folded into spaces)."""
         pos = self.doc.pos(path)
-        lines = self.doc.text.splitlines()
-        if 0 < pos.line <= len(lines):
-            line = lines[pos.line - 1]
-            quoted = line[pos.col - 1:pos.col] in ("'", '"')
-            return Pos(pos.file, pos.line, pos.col + offset + (1 if quoted else 0))
-        return pos
+        value = _lookup(self.doc.data, path)
+        lines = self.doc.text.splitlines(keepends=True)
+        if not isinstance(value, str) or not 0 < pos.line <= len(lines):
+            return pos
+        src = "".join(lines[pos.line - 1:])
+        j = pos.col - 1 + (1 if src[pos.col - 1:pos.col] in ("'", '"') else 0)
+        i = 0
+        while i < offset and j < len(src):
+            if value[i] == src[j]:
+                i, j = i + 1, j + 1
+            elif src[j] in " \t\r\n":
+                j += 1
+            elif value[i] == " ":
+                i += 1
+            else:
+                break
+        while j < len(src) and src[j] in " \t\r\n" and (i >= len(value) or value[i] != " "):
+            j += 1
+        before = src[:j]
+        line = pos.line + before.count("\n")
+        col = j - before.rfind("\n") if "\n" in before else j + 1
+        return Pos(pos.file, line, col)
 
     # ------------------------------------------------------------------ entries
     def parse_entry(self, raw: Any, path: Path) -> Entry:
@@ -206,7 +224,7 @@ class Resolver:
             hint = (f"; put {', '.join(inner)} inside {keys[0]}'s options"
                     if inner else "; write one layer per list item")
             raise SpecError(f"a layer is a mapping with one key (its kind), found "
-                            f"{', '.join(keys)}{hint}", self.doc.pos(path))
+                            f"{', '.join(keys)}{hint}", self.doc.key((*path, keys[1])))
         raise SpecError(f"a layer is a kind name or a one-key mapping, not {_describe(raw)}",
                         self.doc.pos(path))
 
@@ -219,9 +237,10 @@ class Resolver:
 
     def unknown_kind(self, e: Entry) -> SpecError:
         choices = [*SPEC_KINDS, *STRUCTURES, *self.spec.blocks]
-        hint = did_you_mean(e.kind, choices)
-        if not hint and e.kind.lower() in KIND_HINTS:
+        if e.kind.lower() in KIND_HINTS:
             hint = f" (did you mean '{KIND_HINTS[e.kind.lower()]}'?)"
+        else:
+            hint = did_you_mean(e.kind, choices)
         return SpecError(f"unknown layer kind '{e.kind}'{hint}", self.doc.key(e.kind_path))
 
     def sequence(self, items: Any, path: Path, ctx: Ctx, x: str) -> str:
@@ -241,7 +260,10 @@ class Resolver:
         as_name = self._as_name(e, ctx)
         repeat = self._repeat(e, ctx)
         if repeat is None:
-            return self._one(e, ctx, x, as_name)
+            out = self._one(e, ctx, x, as_name)
+            if as_name:
+                ctx.names[as_name] = out
+            return out
         container = self._claim(as_name or self._auto(ctx, e.kind), ctx, e)
         scope = join(ctx.scope, container)
         self._scope(scope, "repeat", f"{e.kind} × {repeat}", e)
@@ -321,34 +343,38 @@ class Resolver:
             args[key], paths[key] = self.value(value, e.paths[key], ctx.env), e.paths[key]
         return args, paths
 
-    def layer(self, e: Entry, ctx: Ctx, x: str, name: str | None, *,
-              inputs: list[str] | None = None, note: str = "") -> str:
-        cls = self._op_class(e.kind, e.args)
-        if cls is None:
-            raise self.unknown_kind(e)
-        if e.kind == "norm" and "kind" not in e.args and "kind" not in self.spec.defaults.get(
-                "norm", {}):
+    def _kind_class(self, e: Entry, ctx: Ctx) -> type[LayerArgs]:
+        if e.kind != "norm":
+            cls = self._op_class(e.kind, e.args)
+            if cls is None:
+                raise self.unknown_kind(e)
+            return cls
+        default = self.spec.defaults.get("norm", {})
+        if "kind" in e.args:
+            value, where = e.args["kind"], e.paths["kind"]
+        elif "kind" in default:
+            value, where = default["kind"], ("defaults", "norm", "kind")
+        else:
             raise SpecError("norm needs a kind: batch, layer, instance, group or rms "
                             "(e.g. 'norm: batch')", self.doc.key(e.kind_path))
-        if e.kind == "norm":
-            kind = self.value(e.args.get("kind", self.spec.defaults.get("norm", {}).get("kind")),
-                              e.paths.get("kind", ("defaults", "norm", "kind")), ctx.env)
-            if kind not in NORM_KINDS:
-                where = e.paths.get("kind", ("defaults", "norm", "kind"))
-                raise SpecError(f"unknown norm kind '{kind}'{did_you_mean(str(kind), NORM_KINDS)}"
-                                f"; expected one of: {', '.join(NORM_KINDS)}", self.doc.pos(where))
-            cls = NORM_KINDS[kind]
+        kind = self.value(value, where, ctx.env)
+        if kind not in NORM_KINDS:
+            raise SpecError(f"unknown norm kind '{kind}'{did_you_mean(str(kind), NORM_KINDS)}"
+                            f"; expected one of: {', '.join(NORM_KINDS)}", self.doc.pos(where))
+        return NORM_KINDS[kind]
+
+    def layer(self, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
+        cls = self._kind_class(e, ctx)
         args, paths = self._options(e, ctx, cls)
         try:
             model = cls.model_validate(args)
         except ValidationError as err:
             raise SpecErrors(errors_from_pydantic(
                 err, self.doc, base=e.kind_path, prefix=f"{e.kind}: ", paths=paths,
-                fields={f.alias or n: f for n, f in cls.model_fields.items()})) from None
-        ins = [x] if inputs is None else inputs
-        if cls.arity is None and inputs is None:
-            ins = [x, *self._refs(model, e, ctx)]
-        return self.add_node(model, ins, name, ctx, e, note, paths)
+                fields={f.alias or n: f for n, f in cls.model_fields.items()},
+                data=args)) from None
+        ins = [x, *self._refs(model, e, ctx)] if cls.arity is None else [x]
+        return self.add_node(model, ins, name, ctx, e, paths=paths)
 
     def _refs(self, model: LayerArgs, e: Entry, ctx: Ctx) -> list[str]:
         refs = []
@@ -372,8 +398,9 @@ class Resolver:
         try:
             shape = model.out_shape(shapes)
         except ShapeError as err:
-            where = (paths or {}).get(err.field or "", e.kind_path)
-            raise SpecError(f"{e.kind}: {err}", self.doc.pos(where)) from None
+            field_path = (paths or {}).get(err.field or "")
+            where = self.doc.pos(field_path) if field_path else self.doc.key(e.kind_path)
+            raise SpecError(f"{e.kind}: {err}", where) from None
         local = self._claim(name, ctx, e) if name else self._auto(ctx, model.auto_name)
         ctx.taken.add(local)
         full = join(ctx.scope, local)
@@ -416,9 +443,12 @@ class Resolver:
         inner = ctx.child(scope, env=env, names=ChainMap(), block=(e.kind, use_pos))
         try:
             return self.sequence(block.layers, ("blocks", e.kind, "layers"), inner, x)
+        except SpecErrors as errs:
+            for err in errs.errors:
+                _note_block(err, e.kind, use_pos)
+            raise SpecErrors(errs.errors) from None
         except SpecError as err:
-            if err.pos and err.pos.line != use_pos.line and "[in block" not in err.message:
-                err.message += f" [in block '{e.kind}' used at line {use_pos.line}]"
+            _note_block(err, e.kind, use_pos)
             raise
 
     def _structure_opts(self, e: Entry, keys: tuple[str, ...]) -> None:
@@ -455,7 +485,8 @@ class Resolver:
                 raise SpecError(
                     f"residual: identity shortcut cannot {merge.op} {fmt_shape(x_shape)} to the "
                     f"body's {fmt_shape(y_shape)}; use shortcut: auto or give its layers",
-                    self.doc.pos(e.paths.get("shortcut", e.kind_path)))
+                    self.doc.pos(e.paths["shortcut"]) if "shortcut" in e.paths
+                    else self.doc.key(e.kind_path))
         elif shortcut == "auto":
             s, note = self._projection(e, ctx, x, y, body)
         elif isinstance(e.args["shortcut"], list | dict):
@@ -467,8 +498,7 @@ class Resolver:
         else:
             raise SpecError(f"residual: shortcut is auto, identity or a list of layers, not "
                             f"{shortcut!r}", self.doc.pos(e.paths["shortcut"]))
-        op_name = name or None
-        return self.add_node(merge(), [y, s], op_name, ctx, e, note=note)
+        return self.add_node(merge(), [y, s], name, ctx, e, note=note)
 
     def _auto_scope(self, ctx: Ctx, base: str) -> str:
         n = 1
@@ -493,14 +523,14 @@ class Resolver:
             if len(y_shape) != 3:
                 raise SpecError(f"residual: the body turns {fmt_shape(x_shape)} into "
                                 f"{fmt_shape(y_shape)}; a shortcut cannot follow",
-                                self.doc.pos(e.kind_path))
+                                self.doc.key(e.kind_path))
             stride = [_stride_between(a, b) for a, b in zip(x_shape[1:], y_shape[1:],
                                                             strict=True)]
             if None in stride:
                 raise SpecError(
                     f"residual: no 1×1 strided conv maps {fmt_shape(x_shape)} to the body's "
                     f"{fmt_shape(y_shape)}; give the shortcut's layers",
-                    self.doc.pos(e.kind_path))
+                    self.doc.key(e.kind_path))
             s = stride[0] if stride[0] == stride[1] else (stride[0], stride[1])
             proj = Conv(out=y_shape[0], k=1, stride=s, pad=0, bias=norm is None)
             what = f"1×1 conv, stride {stride[0]}"
@@ -518,7 +548,8 @@ class Resolver:
         n = self.value(e.args.get("n"), e.paths.get("n", e.kind_path), ctx.env)
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REPEAT:
             raise SpecError(f"dense: n must be an integer from 1 to {MAX_REPEAT:,}, got {n!r}",
-                            self.doc.pos(e.paths.get("n", e.kind_path)))
+                            self.doc.pos(e.paths["n"]) if "n" in e.paths
+                            else self.doc.key(e.kind_path))
         scope = join(ctx.scope, local)
         self._scope(scope, "dense", f"dense × {n} ({merge.op})", e)
         inner = ctx.child(scope)
@@ -533,11 +564,26 @@ class Resolver:
         return self.add_node(merge(), features, None, inner, e)
 
 
+def _note_block(err: SpecError, block: str, use: Pos) -> None:
+    """Say which use of a block went wrong: the error's position is inside its body."""
+    if err.pos and err.pos.line != use.line and "[in block" not in err.message:
+        err.message += f" [in block '{block}' used at line {use.line}]"
+
+
 def _stride_between(n_in: int, n_out: int) -> int | None:
     for s in range(1, n_in + 1):
         if (n_in - 1) // s + 1 == n_out:
             return s
     return None
+
+
+def _lookup(data: Any, path: Path) -> Any:
+    for key in path:
+        try:
+            data = data[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 def _describe(value: Any) -> str:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from netspec.errors import SpecError, did_you_mean
 from netspec.yaml_loader import Document, Path
@@ -24,12 +24,6 @@ Scalar = int | float | bool | str | None
 VarValue = Scalar | list[Scalar]
 
 
-def _check_names(names: Mapping[str, Any], what: str) -> None:
-    for name in names:
-        if not IDENTIFIER.match(name):
-            raise ValueError(f"{what} name '{name}' is not a valid name (letters, digits, _)")
-
-
 class BlockDef(BaseModel):
     """A reusable block: ``args`` (``required`` or a default) and its layers."""
 
@@ -39,13 +33,6 @@ class BlockDef(BaseModel):
     args: dict[str, VarValue] = Field(default_factory=dict)
     layers: Annotated[list[Any], Field(min_length=1)]
 
-    @field_validator("args")
-    @classmethod
-    def _arg_names(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _check_names(v, "arg")
-        if "in" in v:
-            raise ValueError("'in' is reserved: $in is the channel count of the block's input")
-        return v
 
 
 class SpecModel(BaseModel):
@@ -67,19 +54,34 @@ class SpecModel(BaseModel):
     blocks: dict[str, BlockDef] = Field(default_factory=dict)
     layers: Annotated[list[Any], Field(min_length=1)]
 
-    @field_validator("vars")
-    @classmethod
-    def _var_names(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _check_names(v, "var")
-        if "in" in v:
-            raise ValueError("'in' is reserved for the channel count of a block's input")
-        return v
 
-    @field_validator("blocks")
-    @classmethod
-    def _block_names(cls, v: dict[str, Any]) -> dict[str, Any]:
-        _check_names(v, "block")
-        return v
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Path, tuple[Any, ...]]:
+    """Split a pydantic ``loc`` into the document path it names and the union-member tags
+    pydantic adds (``int``, ``str``, ``list[...]``) that name no place in the document."""
+    path: list[Any] = []
+    tags: list[Any] = []
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+            path.append(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+            path.append(part)
+        else:
+            tags.append(part)
+    return tuple(path), tuple(tags)
+
+
+def _message(errs: list[dict[str, Any]]) -> str:
+    texts = [e["msg"].removeprefix("Value error, ") for e in errs]
+    plain = "Input should be a valid "
+    if len(texts) > 1 and all(t.startswith(plain) and "," not in t for t in texts):
+        kinds = [t[len(plain):].split(" ")[0] for t in texts]
+        text = plain + ", ".join(kinds[:-1]) + " or " + kinds[-1]
+    else:
+        text = texts[0]
+    return text[0].lower() + text[1:] if text else text
 
 
 def errors_from_pydantic(
@@ -89,23 +91,31 @@ def errors_from_pydantic(
     prefix: str = "",
     paths: Mapping[str, Path] | None = None,
     fields: Mapping[str, Any] | None = None,
+    data: Any = None,
 ) -> list[SpecError]:
-    """Turn each pydantic error into a positioned SpecError.
+    """Turn pydantic's errors into positioned SpecErrors, one per place in the document
+    (a value that fits no member of a union gives pydantic one error per member).
 
     ``base`` is the document path the validated mapping sits at; ``paths`` overrides it
     per top-level key (a layer's options can come from the layer or from ``defaults``).
+    ``fields`` are the keys the validated model knows, for unknown-key messages.
     """
-    out = []
+    data = doc.data if data is None else data
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc, _ = _data_path(data, tuple(err["loc"]))
+        if err["type"] in ("extra_forbidden", "missing"):
+            loc = tuple(err["loc"])
+        groups.setdefault(loc, []).append(err)
+    out = []
+    for loc, errs in groups.items():
+        err = errs[0]
         head = str(loc[0]) if loc else ""
-        where: Path = (
-            (*paths[head], *loc[1:]) if paths and head in paths else (*base, *loc)
-        )
+        where: Path = (*paths[head], *loc[1:]) if paths and head in paths else (*base, *loc)
         dotted = ".".join(str(p) for p in loc)
         kind = err["type"]
         if kind == "extra_forbidden":
-            known = list(fields or {})
+            known = list(_known_keys(loc, fields))
             msg = f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
             if known:
                 msg += f"; expected one of: {', '.join(known)}"
@@ -114,25 +124,49 @@ def errors_from_pydantic(
             msg = f"missing required key '{loc[-1]}'"
             pos = doc.pos(where[:-1])
         else:
-            text = err["msg"]
-            if text.startswith("Value error, "):
-                text = text[len("Value error, "):]
-            text = text[0].lower() + text[1:] if text else text
             got = err.get("input")
             shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            text = _message(errs)
             msg = f"{dotted}: {text}{shown}" if dotted else text
             pos = doc.pos(where)
         out.append(SpecError(prefix + msg, pos))
     return out
 
 
+def _known_keys(loc: tuple[Any, ...], fields: Mapping[str, Any] | None) -> list[str]:
+    if fields is SpecModel.model_fields and len(loc) == 3 and loc[0] == "blocks":
+        return list(BlockDef.model_fields)
+    return list(fields or {})
+
+
 def validate_top_level(doc: Document) -> SpecModel:
     from netspec.errors import SpecErrors
 
     try:
-        return SpecModel.model_validate(doc.data)
+        spec = SpecModel.model_validate(doc.data)
     except ValidationError as e:
         raise SpecErrors(errors_from_pydantic(e, doc, fields=SpecModel.model_fields)) from None
+    problems = check_names(doc, spec)
+    if problems:
+        raise SpecErrors(problems)
+    return spec
+
+
+def check_names(doc: Document, spec: SpecModel) -> list[SpecError]:
+    """Names of vars, blocks and block args are identifiers; ``in`` is reserved."""
+    errors = []
+    named: list[tuple[str, Path]] = [(n, ("vars", n)) for n in spec.vars]
+    named += [(n, ("blocks", n)) for n in spec.blocks]
+    named += [(a, ("blocks", b, "args", a)) for b, blk in spec.blocks.items() for a in blk.args]
+    for name, path in named:
+        what = {"vars": "var", "blocks": "block"}[str(path[0])] if len(path) == 2 else "arg"
+        if not IDENTIFIER.match(name):
+            errors.append(SpecError(f"{what} name '{name}' is not a valid name (letters, "
+                                    "digits, _; not starting with a digit)", doc.key(path)))
+        elif name == "in" and what != "block":
+            errors.append(SpecError("'in' is reserved: $in is the channel count of a block's "
+                                    "input", doc.key(path)))
+    return errors
 
 
 def is_required(value: Any) -> bool:

@@ -127,6 +127,8 @@ def load_text(text: str, file: str = "<string>") -> Document:
         context = ""
         if e.context and e.context_mark and e.problem:
             context = f" ({e.context} at line {e.context_mark.line + 1})"
+        if mark and _char_at(text, mark.line, mark.column) == "\t":
+            context += " — a tab: YAML indents with spaces only"
         raise SpecError(f"invalid YAML: {e.problem or e.context}{context}", where) from None
     except yaml.YAMLError as e:
         raise SpecError(f"invalid YAML: {e}", Pos(file, 1, 1)) from None
@@ -148,6 +150,11 @@ def load_text(text: str, file: str = "<string>") -> Document:
     return doc
 
 
+def _char_at(text: str, line: int, col: int) -> str:
+    lines = text.splitlines()
+    return lines[line][col:col + 1] if 0 <= line < len(lines) else ""
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
@@ -161,25 +168,36 @@ class _Walker:
         self.doc = doc
         self.loader = loader
         self.count = 0
+        self.seen: set[int] = set()
 
-    def walk(self, node: yaml.Node, path: Path, depth: int) -> Any:
+    def walk(self, node: yaml.Node, path: Path, depth: int, fresh: Pos | None = None) -> Any:
+        """``fresh`` is the innermost value on the way here that is seen for the first time:
+        where an alias bomb is reported (its anchors were fine where they were defined)."""
         where = _mark_pos(self.doc.file, node.start_mark)
+        if id(node) not in self.seen:
+            self.seen.add(id(node))
+            fresh = where
         self.count += 1
         if self.count > MAX_VALUES:
             raise SpecError(
                 f"spec expands to more than {MAX_VALUES:,} values (YAML aliases?); refused",
-                where,
+                fresh or where,
             )
         if depth > MAX_DEPTH:
             raise SpecError(f"nested deeper than {MAX_DEPTH} levels", where)
         self.doc.value_pos.setdefault(path, where)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in (
+                "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
+            raise SpecError(f"YAML tag '{node.tag}' is not allowed in a spec", where)
         if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path, depth)
+            return self._mapping(node, path, depth, fresh)
         if isinstance(node, yaml.SequenceNode):
-            return [self.walk(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            return [self.walk(item, (*path, i), depth + 1, fresh)
+                    for i, item in enumerate(node.value)]
         return self._scalar(node, where)
 
-    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int) -> dict[str, Any]:
+    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int,
+                 fresh: Pos | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_where = _mark_pos(self.doc.file, key_node.start_mark)
@@ -198,7 +216,7 @@ class _Walker:
                     key_where,
                 )
             self.doc.key_pos[(*path, key)] = key_where
-            out[key] = self.walk(value_node, (*path, key), depth + 1)
+            out[key] = self.walk(value_node, (*path, key), depth + 1, fresh)
         return out
 
     def _scalar(self, node: yaml.Node, where: Pos) -> Any:

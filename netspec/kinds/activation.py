@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from netspec.kinds.base import LayerArgs
+from netspec.kinds.base import Float, LayerArgs
 
 
 class ReLU(LayerArgs):
@@ -47,4 +47,4 @@ class LeakyReLU(LayerArgs):
     auto_name = "relu"
     shorthand = "slope"
 
-    slope: float = Field(default=0.01, ge=0)
+    slope: Float = Field(default=0.01, ge=0)

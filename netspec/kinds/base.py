@@ -17,13 +17,28 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Shape = tuple[int, ...]
 
-PosInt = Annotated[int, Field(ge=1)]
-NonNegInt = Annotated[int, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
+
+def _int_not_bool(v: Any) -> Any:
+    # pydantic's lax mode reads true as 1; in a spec that is always a mistake
+    if isinstance(v, bool):
+        raise ValueError("input should be a valid integer, not a boolean")
+    return v
+
+
+def _float_not_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        raise ValueError("input should be a valid number, not a boolean")
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_int_not_bool)]
+PosInt = Annotated[int, BeforeValidator(_int_not_bool), Field(ge=1)]
+NonNegInt = Annotated[int, BeforeValidator(_int_not_bool), Field(ge=0)]
+Float = Annotated[float, BeforeValidator(_float_not_bool)]
 
 
 class ShapeError(ValueError):

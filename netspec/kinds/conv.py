@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator
 
 from netspec.kinds.base import LayerArgs, NonNegInt, PosInt, Shape, ShapeError, fmt_shape
 
@@ -94,18 +94,19 @@ class ConvTranspose(LayerArgs):
     k: Pair
     stride: Pair = 1
     pad: NonNegPair = 0
-    output_pad: NonNegPair = 0
     dilation: Pair = 1
+    output_pad: NonNegPair = 0
     groups: PosInt = 1
     bias: bool = True
 
-    @model_validator(mode="after")
-    def _output_pad_below_stride(self) -> ConvTranspose:
-        for op_, s, d in zip(pair(self.output_pad), pair(self.stride), pair(self.dilation),
-                             strict=True):
+    @field_validator("output_pad")
+    @classmethod
+    def _output_pad_below_stride(cls, v: NonNegPair, info: ValidationInfo) -> NonNegPair:
+        stride, dilation = info.data.get("stride", 1), info.data.get("dilation", 1)
+        for op_, s, d in zip(pair(v), pair(stride), pair(dilation), strict=True):
             if op_ >= max(s, d):
                 raise ValueError("output_pad must be smaller than stride or dilation")
-        return self
+        return v
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         c, h, w = self.check_input(inputs)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from netspec.kinds.base import LayerArgs
+from netspec.kinds.base import Float, LayerArgs
 
 
 class Dropout(LayerArgs):
@@ -23,8 +23,8 @@ class Dropout(LayerArgs):
         "p keeps): write {drop: P} or {keep: P}"
     )
 
-    drop: float | None = Field(default=None, ge=0, lt=1)
-    keep: float | None = Field(default=None, gt=0, le=1)
+    drop: Float | None = Field(default=None, ge=0, lt=1)
+    keep: Float | None = Field(default=None, gt=0, le=1)
     #: element: each activation on its own; channel: whole feature maps
     kind: Literal["element", "channel"] = "element"
     scaling: Literal["inverted", "classic"] = "inverted"

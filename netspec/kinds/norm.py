@@ -17,9 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from netspec.kinds.base import LayerArgs, PosInt, Shape, ShapeError
-
-Eps = float
+from netspec.kinds.base import Float, LayerArgs, PosInt, Shape, ShapeError
 
 
 def _gamma_delta(c: int) -> dict[str, Shape]:
@@ -30,7 +28,7 @@ class _Norm(LayerArgs):
     auto_name = "norm"
     shorthand = "kind"
 
-    eps: Eps = Field(default=1e-5, gt=0)
+    eps: Float = Field(default=1e-5, gt=0)
 
     def formula(self, inputs: Sequence[Shape]) -> str:
         shapes = self.param_shapes(inputs)
@@ -47,7 +45,7 @@ class BatchNorm(_Norm):
 
     kind: Literal["batch"] = "batch"
     #: weight of the newest batch in the running average; null = cumulative average
-    momentum: float | None = Field(default=0.1, gt=0, le=1)
+    momentum: Float | None = Field(default=0.1, gt=0, le=1)
     affine: bool = True
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
@@ -120,7 +118,7 @@ class RMSNorm(_Norm):
     auto_name = "rms"
 
     kind: Literal["rms"] = "rms"
-    eps: Eps = Field(default=1e-6, gt=0)
+    eps: Float = Field(default=1e-6, gt=0)
     #: mean of h² over the channels at each position, or over channels and space
     over: Literal["channels", "channels+space"] = "channels"
     affine: bool = True

@@ -6,9 +6,9 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator
 
-from netspec.kinds.base import LayerArgs, Shape, ShapeError
+from netspec.kinds.base import Float, LayerArgs, Shape, ShapeError
 
 
 class Flatten(LayerArgs):
@@ -28,15 +28,16 @@ class Upsample(LayerArgs):
     shorthand = "scale"
     ranks = (3,)
 
-    scale: float = Field(gt=0, le=64)
+    scale: Float = Field(gt=0, le=64)
     mode: Literal["nearest", "bilinear"] = "nearest"
 
-    @model_validator(mode="after")
-    def _integer_scale_for_exact_shapes(self) -> Upsample:
-        if not float(self.scale).is_integer():
+    @field_validator("scale")
+    @classmethod
+    def _integer_scale_for_exact_shapes(cls, v: float) -> float:
+        if not float(v).is_integer():
             raise ValueError("scale must be a whole number (2, 3, …) so every backend "
                              "agrees on the output size")
-        return self
+        return v
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         c, h, w = self.check_input(inputs)
