@@ -83,7 +83,9 @@ def _round(*args: Number) -> Number:
     if len(args) == 1:
         return round(args[0])
     if len(args) == 2 and isinstance(args[1], int):
-        return round(args[0], args[1])
+        # beyond 16 digits either way nothing changes under the magnitude bound, and a huge
+        # negative ndigits would make Python compute 10**|ndigits|
+        return round(args[0], max(-16, min(16, args[1])))
     raise ValueError("round takes (x) or (x, ndigits)")
 
 

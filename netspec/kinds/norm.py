@@ -89,6 +89,13 @@ class InstanceNorm(_Norm):
     kind: Literal["instance"] = "instance"
     affine: bool = True
 
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        x = self.check_input(inputs)
+        if x[1] * x[2] == 1:
+            raise ShapeError("instance norm averages over space, and a [C, 1, 1] input has "
+                             "one position: its output would be δ alone")
+        return x
+
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         return _gamma_delta(self.check_input(inputs)[0]) if self.affine else {}
 

@@ -1,0 +1,308 @@
+"""Property tests over random valid specs (tests/strategies.py).
+
+Shapes and counts are checked against independent references: torch's own modules,
+built here from the layer's options (a small mapping written in this file, with the
+documented defaults), the textbook parameter formulas, and — for whole networks — the
+torch backend's GraphModule run through ShapeProp.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from math import prod
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings
+from strategies import SingleLayer, single_layer_specs, spec_texts
+from torch import nn
+
+import netspec
+
+#: NETSPEC_EXAMPLES=2000 for a longer hunt; the defaults keep the file under a minute
+EXAMPLES = int(os.environ.get("NETSPEC_EXAMPLES", "80"))
+SETTINGS = settings(deadline=None, max_examples=EXAMPLES,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FEW = settings(SETTINGS, max_examples=max(1, EXAMPLES // 4))
+
+COUNTED = ("conv", "conv_transpose", "linear", "norm")
+
+
+def _t(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _p(v: Any) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+
+class ChannelsLast(nn.Module):
+    """Applies a module normalising the last dim to the channel axis of NCHW."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class RMSOverAll(nn.Module):
+    """RMS norm over channels and space with γ per channel."""
+
+    def __init__(self, c: int, affine: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * torch.rsqrt(x.pow(2).mean((1, 2, 3), keepdim=True) + 1e-6)
+        return y if self.weight is None else y * self.weight.view(-1, 1, 1)
+
+
+def reference_module(layer: SingleLayer) -> nn.Module:
+    """The torch module a layer means, from its options and the documented defaults."""
+    o, shape, kind = layer.options, layer.input_shape, layer.kind
+    c = shape[0]
+    if kind == "conv":
+        k, dil = _p(o["k"]), _p(o.get("dilation", 1))
+        pad = o["pad"] if "pad" in o else (dil[0] * (k[0] - 1) // 2, dil[1] * (k[1] - 1) // 2)
+        return nn.Conv2d(c, o["out"], k, stride=_t(o.get("stride", 1)), padding=_t(pad),
+                         dilation=dil, groups=o.get("groups", 1), bias=o.get("bias", True))
+    if kind == "conv_transpose":
+        return nn.ConvTranspose2d(c, o["out"], _t(o["k"]), stride=_t(o.get("stride", 1)),
+                                  padding=_t(o.get("pad", 0)),
+                                  output_padding=_t(o.get("output_pad", 0)),
+                                  groups=o.get("groups", 1), bias=o.get("bias", True),
+                                  dilation=_t(o.get("dilation", 1)))
+    if kind == "linear":
+        return nn.Linear(c, o["out"], bias=o.get("bias", True))
+    if kind == "norm":
+        nk, affine = o["kind"], o.get("affine", True)
+        if nk == "batch":
+            cls = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
+            return cls(c, momentum=o.get("momentum", 0.1), affine=affine)
+        if nk == "layer":
+            mode = {True: "channel", False: "none"}.get(affine, affine)
+            if len(shape) == 1:
+                return nn.LayerNorm(c, elementwise_affine=mode != "none")
+            if mode == "channel":
+                return nn.GroupNorm(1, c)
+            return nn.LayerNorm(list(shape), elementwise_affine=mode == "element")
+        if nk == "instance":
+            return nn.InstanceNorm2d(c, affine=affine)
+        if nk == "group":
+            return nn.GroupNorm(o["groups"], c, affine=affine)
+        if nk == "rms":
+            if len(shape) == 1:
+                return nn.RMSNorm(c, elementwise_affine=affine)
+            if o.get("over", "channels") == "channels":
+                return ChannelsLast(nn.RMSNorm(c, elementwise_affine=affine))
+            return RMSOverAll(c, affine)
+        raise AssertionError(nk)
+    if kind == "dropout":
+        p = o["drop"] if "drop" in o else 1 - o["keep"]
+        return nn.Dropout2d(p) if o.get("kind") == "channel" else nn.Dropout(p)
+    if kind == "relu":
+        return nn.ReLU()
+    if kind == "relu6":
+        return nn.ReLU6()
+    if kind == "gelu":
+        return nn.GELU(approximate=o.get("approximate", "none"))
+    if kind == "silu":
+        return nn.SiLU()
+    if kind == "sigmoid":
+        return nn.Sigmoid()
+    if kind == "tanh":
+        return nn.Tanh()
+    if kind == "leaky_relu":
+        return nn.LeakyReLU(o.get("slope", 0.01))
+    if kind == "maxpool":
+        return nn.MaxPool2d(_t(o["k"]), stride=_t(o.get("stride")), padding=_t(o.get("pad", 0)),
+                            dilation=_t(o.get("dilation", 1)), ceil_mode=o.get("ceil", False))
+    if kind == "avgpool":
+        return nn.AvgPool2d(_t(o["k"]), stride=_t(o.get("stride")), padding=_t(o.get("pad", 0)),
+                            ceil_mode=o.get("ceil", False),
+                            count_include_pad=o.get("count_pad", True))
+    if kind == "adaptive_avgpool":
+        return nn.AdaptiveAvgPool2d(_t(o["size"]))
+    if kind == "global_avgpool":
+        return nn.AdaptiveAvgPool2d(1)
+    if kind == "flatten":
+        return nn.Flatten()
+    if kind == "upsample":
+        return nn.Upsample(scale_factor=float(o["scale"]), mode=o.get("mode", "nearest"))
+    raise AssertionError(kind)
+
+
+def _local(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    return {k.rsplit(".", 1)[-1]: tuple(v) for k, v in shapes.items()}
+
+
+def _summary(g: netspec.Graph) -> list[tuple[Any, ...]]:
+    return [(n.name, n.op, n.inputs, n.shape, n.args, n.note) for n in g]
+
+
+# ---------------------------------------------------------------------- whole specs
+@SETTINGS
+@given(spec_texts())
+def test_generated_specs_validate(spec: tuple[str, tuple[int, ...]]) -> None:
+    text, expected = spec
+    g = netspec.loads(text)
+    assert g.output_shape == expected
+    seen: set[str] = set()
+    for node in g:
+        assert node.name not in seen
+        assert all(i in seen for i in node.inputs), f"{node.name} uses a later node"
+        assert node.shape and all(d >= 1 for d in node.shape), (node.name, node.shape)
+        seen.add(node.name)
+    c = g.params()
+    assert c.params == sum(prod(s) for s in g.param_shapes().values())
+    assert c.buffers == sum(prod(s) for s in g.buffer_shapes().values())
+    assert g.task == ("classification" if len(expected) == 1 else "segmentation")
+
+
+@SETTINGS
+@given(spec_texts())
+def test_loading_twice_gives_the_same_graph(spec: tuple[str, tuple[int, ...]]) -> None:
+    text, _ = spec
+    a, b = netspec.loads(text), netspec.loads(text)
+    assert _summary(a) == _summary(b)
+    assert a.output == b.output and a.scopes == b.scopes and a.vars == b.vars
+
+
+@SETTINGS
+@given(spec_texts())
+def test_yaml_layout_does_not_change_the_graph(spec: tuple[str, tuple[int, ...]]) -> None:
+    """Block style, flow style: the same document, the same graph (positions aside)."""
+    text, _ = spec
+    data = yaml.safe_load(text)
+    a = netspec.loads(text)
+    for style in (False, True):
+        b = netspec.loads(yaml.safe_dump(data, sort_keys=False, default_flow_style=style))
+        assert [(n.name, n.op, n.inputs, n.shape, n.args) for n in a] == \
+            [(n.name, n.op, n.inputs, n.shape, n.args) for n in b]
+
+
+@SETTINGS
+@given(spec_texts())
+def test_report_rows_add_up_at_every_depth(spec: tuple[str, tuple[int, ...]]) -> None:
+    from netspec.report import rows
+
+    g = netspec.loads(spec[0])
+    c = g.params()
+    for depth in (None, 0, 1, 2):
+        table = rows(g, depth)
+        assert sum(r.params for r in table) == c.params
+        assert sum(r.buffers for r in table) == c.buffers
+        assert sum(r.macs for r in table) == c.macs
+        names = [r.name for r in table]
+        assert len(names) == len(set(names))
+        if depth is not None:
+            assert all(r.name.count(".") <= depth for r in table)
+
+
+@pytest.fixture(scope="module")
+def torch_backend() -> Any:
+    if importlib.util.find_spec("netspec.backends.torch") is None:
+        pytest.skip("netspec/backends/torch is not there yet")
+    return importlib.import_module("netspec.backends.torch")
+
+
+@FEW
+@given(spec=spec_texts())
+def test_whole_spec_matches_the_torch_backend(torch_backend: Any,
+                                              spec: tuple[str, tuple[int, ...]]) -> None:
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    text, expected = spec
+    g = netspec.loads(text)
+    model = netspec.build(g)
+    model.eval()
+    x = torch.randn(2, *g.input_shape)
+    with torch.no_grad():
+        ShapeProp(model).propagate(x)
+        out = model(x)
+    assert tuple(out.shape) == (2, *expected)
+    checked = set()
+    for fx_node in model.graph.nodes:
+        if fx_node.op == "call_module":
+            assert fx_node.target in g.nodes, f"module {fx_node.target} is no Graph node"
+            meta = fx_node.meta["tensor_meta"]
+            assert tuple(meta.shape) == (2, *g[fx_node.target].shape), fx_node.target
+            checked.add(fx_node.target)
+    owners = {n.name for n in g.layers if n.args.param_shapes(g.input_shapes(n))}
+    assert owners <= checked
+    params = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    assert params == {k: tuple(v) for k, v in g.param_shapes().items()}
+    assert sum(p.numel() for p in model.parameters()) == g.params().params
+    buffers = [b for k, b in model.named_buffers() if not k.endswith("num_batches_tracked")]
+    assert sum(b.numel() for b in buffers) == g.params().buffers
+
+
+# ---------------------------------------------------------------------- single layers
+@SETTINGS
+@given(single_layer_specs())
+def test_single_layer_matches_torch(layer: SingleLayer) -> None:
+    g = netspec.loads(layer.text)
+    (node,) = g.layers
+    assert g.input_shape == layer.input_shape
+    ref = reference_module(layer).eval()
+    x = torch.randn(2, *layer.input_shape)
+    with torch.no_grad():
+        y = ref(x)
+    assert node.shape == tuple(y.shape[1:]), (layer.kind, layer.options)
+    assert g.params().params == sum(p.numel() for p in ref.parameters())
+    assert _local(g.param_shapes()) == _local(
+        {k: tuple(p.shape) for k, p in ref.named_parameters()})
+    buffers = {k: tuple(b.shape) for k, b in ref.named_buffers()
+               if not k.endswith("num_batches_tracked")}
+    assert _local(g.buffer_shapes()) == _local(buffers)
+
+
+def textbook_params(layer: SingleLayer, out_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(parameters, buffers) by the textbook formulas."""
+    o, shape = layer.options, layer.input_shape
+    c = shape[0]
+    if layer.kind in ("conv", "conv_transpose"):
+        kh, kw = _p(o["k"])
+        g, bias = o.get("groups", 1), o.get("bias", True)
+        if layer.kind == "conv":
+            return kh * kw * (c // g) * o["out"] + o["out"] * bias, 0
+        return kh * kw * c * (o["out"] // g) + o["out"] * bias, 0
+    if layer.kind == "linear":
+        return c * o["out"] + o["out"] * o.get("bias", True), 0
+    nk, affine = o["kind"], o.get("affine", True)
+    if nk == "batch":
+        return 2 * c * affine, 2 * c
+    if nk == "layer":
+        mode = {True: "channel", False: "none"}.get(affine, affine)
+        return {"channel": 2 * c, "element": 2 * prod(shape), "none": 0}[mode], 0
+    if nk in ("instance", "group"):
+        return 2 * c * affine, 0
+    return c * affine, 0
+
+
+@SETTINGS
+@given(single_layer_specs(kinds=COUNTED))
+def test_counts_follow_the_textbook_formulas(layer: SingleLayer) -> None:
+    g = netspec.loads(layer.text)
+    (node,) = g.layers
+    params, buffers = textbook_params(layer, node.shape)
+    counts = g.params()
+    assert (counts.params, counts.buffers) == (params, buffers), layer.options
+    c = layer.input_shape[0]
+    if layer.kind == "conv":
+        kh, kw = _p(layer.options["k"])
+        assert counts.macs == prod(node.shape) * (c // layer.options.get("groups", 1)) * kh * kw
+    if layer.kind == "linear":
+        assert counts.macs == c * layer.options["out"]
+    formula = node.args.formula(g.input_shapes(node))
+    if formula is not None:
+        # the report's formula column, evaluated, is the count it stands beside
+        py = formula.replace("·", "*").replace("²", "**2")
+        assert re.fullmatch(r"[\d*+/() ]+", py), formula  # digits and operators only
+        assert eval(py) == params, formula
