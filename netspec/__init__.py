@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Counts", "Graph", "NetspecError", "Node", "Pos", "SpecError", "SpecErrors", "UsageError",
-    "__version__", "build", "load", "loads", "param_groups",
+    "__version__", "build", "export_onnx", "load", "loads", "param_groups",
 ]
 
 
@@ -35,3 +35,11 @@ def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     from netspec.backends.torch import param_groups as _param_groups
 
     return _param_groups(model, weight_decay)
+
+
+def export_onnx(spec: Any, weights: Any = None, **options: Any) -> Any:
+    """Export a spec path or Graph to ONNX: ``(ModelProto, ExportReport)``. See
+    :func:`netspec.backends.onnx.export_onnx` for the options (imports onnx)."""
+    from netspec.backends.onnx import export_onnx as _export_onnx
+
+    return _export_onnx(spec, weights, **options)

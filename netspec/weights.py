@@ -31,7 +31,8 @@ def save_weights(path: str | Path, tensors: dict[str, np.ndarray],
                  metadata: dict[str, str]) -> Path:
     from safetensors.numpy import save_file
 
-    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    # np.ascontiguousarray would turn a 0-d tensor (BN's step counter) into shape [1]
+    arrays = {k: np.require(v, requirements='C') for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
 
 

@@ -1,0 +1,193 @@
+"""Graph op → torch module: one entry per op, so coverage is checkable in one place.
+
+``MODULES`` maps every op that owns a module to a factory ``(args, in_shapes) →
+nn.Module``; ``MERGES`` maps the two merge ops (add, concat) to an emitter that writes
+plain tensor code into the fx graph (``a + b``, ``torch.cat``), because a merge has no
+state and a module for it would only add a call. Every op in ``netspec.kinds.OPS`` is
+in exactly one of them (tests/test_torch_backend.py checks it).
+
+Parameter and buffer names are the ones the kinds declare in ``param_shapes`` /
+``buffer_shapes`` (``weight``, ``bias``, ``running_mean``, ``running_var``): weight
+files and counts rely on that.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from netspec.kinds import Shape
+from netspec.kinds.conv import pair
+
+ModuleFactory = Callable[[Any, Sequence[Shape]], nn.Module]
+#: (fx graph, inputs, whether it may overwrite its first input) → the merged value
+MergeEmitter = Callable[[fx.Graph, Sequence[fx.Node], bool], fx.Node]
+
+
+class RMSNorm(nn.Module):
+    """h / sqrt(mean(h²) + ε) · γ, γ per channel (or feature); no re-centring, no δ.
+
+    torch's own nn.RMSNorm normalises over trailing dims only, so it cannot average
+    over the channel axis of an NCHW tensor; hence this module.
+    """
+
+    def __init__(self, channels: int, rank: int, over: str, eps: float, affine: bool) -> None:
+        super().__init__()
+        self.eps = eps
+        self.over = over
+        # [F]: features are dim 1; [C, H, W]: channels (dim 1), or channels and space
+        self.dims: tuple[int, ...] = (1, 2, 3) if rank == 3 and over == "channels+space" else (1,)
+        # γ broadcasts along the channel axis, so shape [C] becomes [C, 1, 1] for images
+        self.view: tuple[int, ...] = (channels,) + (1,) * (rank - 1)
+        if affine:
+            self.weight = nn.Parameter(torch.ones(channels))
+        else:
+            self.register_parameter("weight", None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the mean of squares is taken in float32 even under bf16 autocast: it is a sum
+        h = x.float()
+        y = h * torch.rsqrt(h.pow(2).mean(self.dims, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.view(self.view)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"over={self.over}, eps={self.eps}, affine={self.weight is not None}"
+
+
+class ClassicDropout(nn.Module):
+    """Dropout as in the original paper: train with an unscaled Bernoulli(keep) mask,
+    multiply by keep at inference, so both have the same expected activation."""
+
+    def __init__(self, keep: float, channel: bool) -> None:
+        super().__init__()
+        self.keep = keep
+        self.channel = channel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x * self.keep
+        # channel kind: one draw per (sample, channel), broadcast over H and W
+        shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.channel else x.shape
+        mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(self.keep)
+        return x * mask
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep}, channel={self.channel}"
+
+
+#: modules whose parameters are norm γ/δ: param_groups keeps them out of weight decay
+NORM_MODULES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm* (with affine)
+    nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, RMSNorm,
+)
+
+
+def _conv(a: Any, ins: Sequence[Shape]) -> nn.Module:
+    return nn.Conv2d(ins[0][0], a.out, pair(a.k), stride=pair(a.stride), padding=a.padding,
+                     dilation=pair(a.dilation), groups=a.groups, bias=a.bias)
+
+
+def _conv_transpose(a: Any, ins: Sequence[Shape]) -> nn.Module:
+    # torch's weight is (c_in, out/groups, k, k), as the kind declares
+    return nn.ConvTranspose2d(ins[0][0], a.out, pair(a.k), stride=pair(a.stride),
+                              padding=pair(a.pad), output_padding=pair(a.output_pad),
+                              groups=a.groups, bias=a.bias, dilation=pair(a.dilation))
+
+
+def _batchnorm(a: Any, ins: Sequence[Shape]) -> nn.Module:
+    # momentum None is torch's cumulative average too, so it passes straight through
+    cls = nn.BatchNorm1d if len(ins[0]) == 1 else nn.BatchNorm2d
+    return cls(ins[0][0], eps=a.eps, momentum=a.momentum, affine=a.affine)
+
+
+def _layernorm(a: Any, ins: Sequence[Shape]) -> nn.Module:
+    x = ins[0]
+    if len(x) == 1:
+        return nn.LayerNorm(x[0], eps=a.eps, elementwise_affine=a.affine != "none")
+    if a.affine == "element":
+        return nn.LayerNorm(list(x), eps=a.eps)
+    # statistics over (C, H, W) per sample with γ, δ per channel is exactly one group
+    return nn.GroupNorm(1, x[0], eps=a.eps, affine=a.affine == "channel")
+
+
+def _dropout(a: Any, ins: Sequence[Shape]) -> nn.Module:
+    # on a [F] input a channel is a feature, so channel dropout is element dropout
+    channel = a.kind == "channel" and len(ins[0]) == 3
+    if a.scaling == "classic":
+        return ClassicDropout(a.p_keep, channel)
+    return nn.Dropout2d(a.p_drop) if channel else nn.Dropout(a.p_drop)
+
+
+def _window(a: Any) -> dict[str, Any]:
+    return {"kernel_size": pair(a.k), "stride": a.strides, "padding": pair(a.pad),
+            "ceil_mode": a.ceil}
+
+
+MODULES: dict[str, ModuleFactory] = {
+    "conv": _conv,
+    "conv_transpose": _conv_transpose,
+    "linear": lambda a, ins: nn.Linear(ins[0][0], a.out, bias=a.bias),
+    "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+    "instancenorm": lambda a, ins: nn.InstanceNorm2d(
+        ins[0][0], eps=a.eps, affine=a.affine, track_running_stats=False),
+    "groupnorm": lambda a, ins: nn.GroupNorm(a.groups, ins[0][0], eps=a.eps, affine=a.affine),
+    "rmsnorm": lambda a, ins: RMSNorm(ins[0][0], len(ins[0]), a.over, a.eps, a.affine),
+    "dropout": _dropout,
+    "relu": lambda a, ins: nn.ReLU(),
+    "relu6": lambda a, ins: nn.ReLU6(),
+    "gelu": lambda a, ins: nn.GELU(approximate=a.approximate),
+    "silu": lambda a, ins: nn.SiLU(),
+    "sigmoid": lambda a, ins: nn.Sigmoid(),
+    "tanh": lambda a, ins: nn.Tanh(),
+    "leaky_relu": lambda a, ins: nn.LeakyReLU(a.slope),
+    "maxpool": lambda a, ins: nn.MaxPool2d(dilation=pair(a.dilation), **_window(a)),
+    "avgpool": lambda a, ins: nn.AvgPool2d(count_include_pad=a.count_pad, **_window(a)),
+    "adaptive_avgpool": lambda a, ins: nn.AdaptiveAvgPool2d(pair(a.size)),
+    "global_avgpool": lambda a, ins: nn.AdaptiveAvgPool2d(1),
+    "flatten": lambda a, ins: nn.Flatten(1),
+    "upsample": lambda a, ins: nn.Upsample(
+        scale_factor=int(a.scale), mode=a.mode,
+        align_corners=False if a.mode == "bilinear" else None),
+}
+
+
+#: ops that may overwrite their (first) input, as torchvision's ``ReLU(inplace=True)``
+#: and ``out += identity`` do: on CPU every fresh output is a large allocation
+INPLACE_OPS: frozenset[str] = frozenset({"relu", "relu6", "add"})
+
+#: ops whose output is a new tensor that no backward reads (they save their inputs, not
+#: their output), so an in-place activation right after them, when it is the only
+#: consumer, changes nothing observable. Not here: ops that can return their input or a
+#: view of it (dropout at eval, flatten) or whose backward reads their output (sigmoid,
+#: tanh, relu itself).
+FRESH_OUTPUT_OPS: frozenset[str] = frozenset({
+    "conv", "conv_transpose", "linear", "batchnorm", "layernorm", "groupnorm",
+    "instancenorm", "maxpool", "avgpool", "add", "concat",
+})
+
+
+def _emit_add(g: fx.Graph, xs: Sequence[fx.Node], inplace: bool) -> fx.Node:
+    # chained binary adds, left to right: (a + b) + c, as the hand-written blocks do;
+    # in place, the first input accumulates the others: a += b; a += c
+    out = xs[0]
+    for x in xs[1:]:
+        out = g.call_function(operator.iadd if inplace else operator.add, (out, x))
+    return out
+
+
+def _emit_concat(g: fx.Graph, xs: Sequence[fx.Node], inplace: bool) -> fx.Node:
+    # dim 1 is channels for [C, H, W] and features for [F] (dim 0 is the batch)
+    return g.call_function(torch.cat, (list(xs), 1))
+
+
+MERGES: dict[str, MergeEmitter] = {
+    "add": _emit_add,
+    "concat": _emit_concat,
+}

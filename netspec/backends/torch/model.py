@@ -1,0 +1,134 @@
+"""Graph → ``torch.fx.GraphModule``: the network as generated Python code.
+
+Each Graph node becomes one fx node, in Graph order: a ``call_module`` whose target is
+the node's dotted name (so module paths and state_dict keys are the Graph's names,
+``layer1.0.conv1.weight``), or plain ``a + b`` / ``torch.cat`` for merges. fx
+turns that into an ordinary ``forward`` — no loop over the Graph at run time — which
+torch.compile(fullgraph=True), DDP and channels_last treat like hand-written code.
+
+Registration order: parameters are registered in Graph node order, which is what
+copying torchvision weights by position relies on. Two steps keep it: ``_root`` adds
+each module (and each container on its path, created on first use) in node order, and
+GraphModule's constructor then re-installs the call_module targets by walking the fx
+graph's nodes — again node order, creating containers on first use. (Passing a dict of
+modules instead would NOT do: GraphModule sorts dict targets by depth, which would put
+``fc`` before ``layer1``.) tests/test_torch_backend.py checks the order on every spec.
+
+ReLUs and residual adds run in place where that is invisible (see ``inplace_nodes``),
+as torchvision's do; otherwise each is a fresh allocation, slower on CPU.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from netspec.backends.torch.layers import FRESH_OUTPUT_OPS, INPLACE_OPS, MERGES, MODULES
+from netspec.errors import SpecError
+from netspec.graph import INPUT, Graph
+
+#: the fx node meta key naming the Graph node a value is the output of (tests, tools)
+NODE_META = "netspec_node"
+
+# names a layer cannot take: they would shadow a method or attribute of the module that
+# holds it, and the generated forward would call that instead of the layer
+_RESERVED_ROOT = frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph())))
+_RESERVED_CHILD = frozenset(dir(nn.Module()))
+
+
+def _class_name(graph: Graph) -> str:
+    words = re.split(r"[^0-9A-Za-z]+", graph.name)
+    name = "".join(w[:1].upper() + w[1:] for w in words if w)
+    return name if name and not name[0].isdigit() else f"Net{name}"
+
+
+def inplace_nodes(graph: Graph) -> set[str]:
+    """Nodes that may overwrite their (first) input: it is a fresh tensor that nothing
+    else reads (this is its one consumer, once; it is not the network's output) and that
+    no backward needs, so the overwrite cannot be observed."""
+    users = graph.consumers()
+    out = set()
+    for node in graph.layers:
+        if node.op in INPLACE_OPS:
+            src = node.inputs[0]
+            if (graph[src].op in FRESH_OUTPUT_OPS and users[src] == [node.name]
+                    and src != graph.output):
+                out.add(node.name)
+    return out
+
+
+def _root(graph: Graph, inplace: set[str]) -> nn.Module:
+    """A module holding every layer at its dotted name, registered in Graph order."""
+    root = nn.Module()
+    containers = {id(root)}
+    for node in graph.layers:
+        if node.op not in MODULES:
+            continue
+        assert node.args is not None
+        *path, leaf = node.name.split(".")
+        parent = root
+        for depth, atom in enumerate([*path, leaf]):
+            reserved = _RESERVED_ROOT if depth == 0 else _RESERVED_CHILD
+            if atom in reserved:
+                raise SpecError(f"layer name '{node.name}': '{atom}' is an attribute of "
+                                f"torch modules, so the torch backend cannot use it; "
+                                f"rename it with as:", node.pos)
+        for atom in path:
+            child = parent._modules.get(atom)
+            if child is None:
+                child = nn.Module()
+                containers.add(id(child))
+                parent.add_module(atom, child)
+            elif id(child) not in containers:  # backstop: the resolver keeps names apart
+                raise SpecError(f"layer name '{node.name}' puts a layer inside layer "
+                                f"'{atom}'", node.pos)
+            parent = child
+        if leaf in parent._modules:  # the resolver keeps names unique; this is a backstop
+            raise SpecError(f"layer name '{node.name}' is taken twice", node.pos)
+        module = MODULES[node.op](node.args, graph.input_shapes(node))
+        if node.name in inplace:
+            module.inplace = True  # type: ignore[assignment]
+        parent.add_module(leaf, module)
+    return root
+
+
+def _fx_graph(graph: Graph, inplace: set[str]) -> fx.Graph:
+    g = fx.Graph()
+    env: dict[str, fx.Node] = {}
+    for node in graph:
+        if node.op == INPUT:
+            out = g.placeholder("x")
+        elif node.op in MODULES:
+            (src,) = node.inputs
+            out = g.call_module(node.name, (env[src],))
+        else:
+            inputs = [env[i] for i in node.inputs]
+            out = MERGES[node.op](g, inputs, node.name in inplace)
+            if out in inputs:  # a merge of one tensor is that tensor; keep its own name
+                env[node.name] = out
+                continue
+        out.meta[NODE_META] = node.name
+        env[node.name] = out
+    g.output(env[graph.output])
+    g.lint()
+    return g
+
+
+def graph_module(graph: Graph, inplace: bool = True) -> fx.GraphModule:
+    """The nn.Module for ``graph``: parameters initialised by torch's defaults
+    (γ = 1, δ = 0 for norms), on the current default device. ``inplace=False`` gives
+    every op a fresh output (tests compare the two)."""
+    where = inplace_nodes(graph) if inplace else set()
+    root = _root(graph, where)
+    model = fx.GraphModule(root, _fx_graph(graph, where), class_name=_class_name(graph))
+    # a plain attribute: forward never reads it, so compile and DDP never see it. fx's
+    # deepcopy (EMA copies, AveragedModel) rebuilds the module from its graph alone and
+    # keeps only attributes listed under this meta key.
+    model.netspec_graph = graph
+    key: Any = getattr(torch.fx.graph_module, "_USER_PRESERVED_ATTRIBUTES_KEY", None)
+    if key is not None:
+        model.meta.setdefault(key, {})["netspec_graph"] = graph
+    return model
