@@ -1,0 +1,89 @@
+"""A small accumulator of ONNX nodes and initializers, and the naming rules.
+
+Names come from the spec: the nodes of layer ``layer1.0.conv1`` are ``layer1.0.conv1``
+(and ``layer1.0.conv1/mul``… where one layer takes several operators), its output tensor
+is ``layer1.0.conv1`` and its tensors keep their state_dict names (``….weight``). The
+model's input is ``input`` and the tensor that ends the network is ``output``; layers that
+folded away take no name at all, their consumers read the tensor of the layer they folded
+into.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from onnx import ModelProto, NodeProto, TensorProto, helper
+
+from netspec.backends.onnx.fold import Plan
+from netspec.graph import INPUT, Graph, Node
+
+OUTPUT = "output"
+
+
+class Builder:
+    def __init__(self, graph: Graph, plan: Plan, opset: int) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.opset = opset
+        self.nodes: list[NodeProto] = []
+        #: tensors are written straight into the model's graph: make_graph and make_model
+        #: would copy every weight twice more
+        self.model = ModelProto()
+        self.proto = self.model.graph
+        self.initializers: dict[str, TensorProto] = {}
+        self.final = plan.source(graph.output)
+
+    # ---------------------------------------------------------------- tensor names
+    def tensor(self, node_name: str) -> str:
+        """The ONNX tensor that carries ``node_name``'s output after folding."""
+        src = self.plan.source(node_name)
+        if src == self.final and src != INPUT:
+            return OUTPUT
+        if src == OUTPUT:  # a layer the spec named "output" that does not end the network
+            return f"{OUTPUT}/layer"
+        return src
+
+    def inputs(self, node: Node) -> list[str]:
+        return [self.tensor(i) for i in node.inputs]
+
+    def out(self, node: Node) -> str:
+        return self.tensor(node.name)
+
+    # ---------------------------------------------------------------- initializers
+    def const(self, name: str, value: Any, dtype: Any = np.float32) -> str:
+        """An initializer (weights, folded constants, shapes); returns its name."""
+        if name in self.initializers:
+            raise AssertionError(f"initializer {name} emitted twice")
+        array = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        t = self.proto.initializer.add()
+        t.name = name
+        t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        t.dims.extend(array.shape)
+        t.raw_data = array.tobytes()
+        self.initializers[name] = t
+        return name
+
+    def param(self, node: Node, key: str) -> str | None:
+        """The (folded) tensor ``node.key`` as an initializer, or None if it has none."""
+        name = f"{node.name}.{key}"
+        if name not in self.plan.tensors:
+            return None
+        if name not in self.initializers:
+            self.const(name, self.plan.tensors[name])
+        return name
+
+    # ---------------------------------------------------------------- nodes
+    def op(self, op_type: str, inputs: list[str], output: str, name: str, **attrs: Any) -> str:
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=name, **attrs))
+        return output
+
+    def chain(self, node: Node, steps: list[tuple[str, list[str], dict[str, Any]]]) -> None:
+        """Several operators for one layer: step i reads the previous step's output
+        (written ``_`` in its inputs); the last writes the layer's output tensor."""
+        prev = self.inputs(node)[0]
+        for i, (op_type, ins, attrs) in enumerate(steps):
+            last = i == len(steps) - 1
+            name = node.name if last else f"{node.name}/{op_type.lower()}{i}"
+            out = self.out(node) if last else name
+            prev = self.op(op_type, [prev if x == "_" else x for x in ins], out, name, **attrs)

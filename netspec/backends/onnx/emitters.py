@@ -1,0 +1,328 @@
+"""One emitter per netspec op: ``EMITTERS[op](builder, node)`` appends the ONNX operators
+that compute ``node`` at inference. Shapes are those of the Graph (batch axis first in
+ONNX); folded layers never reach an emitter (see fold.py), so ``batchnorm`` and
+``dropout`` here are only the leftovers that could not fold: a Mul+Add, a Mul.
+Which operator is used at which opset is explained in opset.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from netspec.backends.onnx import opset as ops
+from netspec.backends.onnx.builder import Builder
+from netspec.graph import Node
+from netspec.kinds.conv import pair
+from netspec.kinds.pool import _WindowPool
+
+Emitter = Callable[[Builder, Node], None]
+
+
+def _args(node: Node) -> Any:
+    assert node.args is not None
+    return node.args
+
+
+def _channel_shape(node: Node) -> tuple[int, ...]:
+    """Per-channel constants broadcast as [C, 1, 1] over [N, C, H, W], as [F] over [N, F]."""
+    c = node.shape[0]
+    return (c, 1, 1) if len(node.shape) == 3 else (c,)
+
+
+def _in_shape(b: Builder, node: Node) -> tuple[int, ...]:
+    return b.graph[node.inputs[0]].shape
+
+
+def _gamma(b: Builder, node: Node, key: str, fill: float, shape: tuple[int, ...]) -> str:
+    """γ (or δ) reshaped to ``shape`` under its state_dict name, or constant ``fill``
+    where the layer has no affine parameters."""
+    name = f"{node.name}.{key}"
+    if name in b.plan.tensors:
+        return b.const(name, b.plan.tensors[name].reshape(shape))
+    return b.const(f"{node.name}/{'ones' if fill == 1 else 'zeros'}", np.full(shape, fill))
+
+
+# ------------------------------------------------------------------ linear maps
+def conv(b: Builder, node: Node) -> None:
+    a = _args(node)
+    pad = a.padding
+    ins = [*b.inputs(node), b.param(node, "weight")]
+    bias = b.param(node, "bias")  # present when the spec has one or a BN folded in
+    if bias:
+        ins.append(bias)
+    b.op("Conv", ins, b.out(node), node.name, kernel_shape=list(pair(a.k)),
+         strides=list(pair(a.stride)), pads=[pad[0], pad[1], pad[0], pad[1]],
+         dilations=list(pair(a.dilation)), group=a.groups)
+
+
+def conv_transpose(b: Builder, node: Node) -> None:
+    a = _args(node)
+    pad = pair(a.pad)
+    ins = [*b.inputs(node), b.param(node, "weight")]
+    bias = b.param(node, "bias")
+    if bias:
+        ins.append(bias)
+    b.op("ConvTranspose", ins, b.out(node), node.name, kernel_shape=list(pair(a.k)),
+         strides=list(pair(a.stride)), pads=[pad[0], pad[1], pad[0], pad[1]],
+         output_padding=list(pair(a.output_pad)), dilations=list(pair(a.dilation)),
+         group=a.groups)
+
+
+def linear(b: Builder, node: Node) -> None:
+    # Gemm with transB keeps torch's [out, in] weight as is
+    ins = [*b.inputs(node), b.param(node, "weight")]
+    bias = b.param(node, "bias")
+    if bias:
+        ins.append(bias)
+    b.op("Gemm", ins, b.out(node), node.name, transB=1)
+
+
+# ------------------------------------------------------------------ normalisation
+def batchnorm(b: Builder, node: Node) -> None:
+    """A BN that could not fold: y = x·s + t, s and t per channel (fold.bn_affine)."""
+    s, t = b.plan.scale_shift[node.name]
+    shape = _channel_shape(node)
+    b.chain(node, [
+        ("Mul", ["_", b.const(f"{node.name}.scale", s.reshape(shape))], {}),
+        ("Add", ["_", b.const(f"{node.name}.shift", t.reshape(shape))], {}),
+    ])
+
+
+def _group_norm(b: Builder, node: Node, groups: int, eps: float, affine: bool) -> None:
+    """Normalise over groups of channels and space, then per-channel γ, δ."""
+    c, h, w = node.shape
+    if b.opset >= ops.GROUPNORM_OPSET:
+        # without affine parameters _gamma gives ones and zeros
+        ins = [*b.inputs(node), _gamma(b, node, "weight", 1.0, (c,)),
+               _gamma(b, node, "bias", 0.0, (c,))]
+        b.op("GroupNormalization", ins, b.out(node), node.name, num_groups=groups,
+             epsilon=eps)
+        return
+    # InstanceNormalization over [N, G, C/G·H·W] normalises each group of each sample
+    steps: list[tuple[str, list[str], dict[str, Any]]] = [
+        ("Reshape", ["_", b.const(f"{node.name}/grouped", [0, groups, -1], np.int64)], {}),
+        ("InstanceNormalization", ["_", b.const(f"{node.name}/ones", np.ones(groups)),
+                                   b.const(f"{node.name}/zeros", np.zeros(groups))],
+         {"epsilon": eps}),
+        ("Reshape", ["_", b.const(f"{node.name}/shape", [0, c, h, w], np.int64)], {}),
+    ]
+    if affine:
+        steps += [("Mul", ["_", _gamma(b, node, "weight", 1.0, (c, 1, 1))], {}),
+                  ("Add", ["_", _gamma(b, node, "bias", 0.0, (c, 1, 1))], {})]
+    b.chain(node, steps)
+
+
+def layernorm(b: Builder, node: Node) -> None:
+    a = _args(node)
+    shape = node.shape
+    if len(shape) == 3 and a.affine != "element":
+        # per-channel γ, δ on [C, H, W]: torch's GroupNorm(1, C)
+        _group_norm(b, node, 1, a.eps, a.affine == "channel")
+        return
+    # over every non-batch axis with γ, δ shaped like them ([F], or [C, H, W] per element)
+    ins = [*b.inputs(node), _gamma(b, node, "weight", 1.0, shape)]
+    if a.affine != "none":
+        ins.append(_gamma(b, node, "bias", 0.0, shape))
+    b.op("LayerNormalization", ins, b.out(node), node.name, axis=1, epsilon=a.eps)
+
+
+def instancenorm(b: Builder, node: Node) -> None:
+    a = _args(node)
+    c = node.shape[0]
+    b.op("InstanceNormalization", [*b.inputs(node), _gamma(b, node, "weight", 1.0, (c,)),
+                                   _gamma(b, node, "bias", 0.0, (c,))],
+         b.out(node), node.name, epsilon=a.eps)
+
+
+def groupnorm(b: Builder, node: Node) -> None:
+    a = _args(node)
+    _group_norm(b, node, a.groups, a.eps, a.affine)
+
+
+def _reduce_mean(b: Builder, node: Node, axes: list[int]) -> tuple[str, list[str], dict]:
+    if b.opset >= ops.REDUCE_AXES_INPUT_OPSET:
+        return ("ReduceMean", ["_", b.const(f"{node.name}/axes", axes, np.int64)],
+                {"keepdims": 1})
+    return ("ReduceMean", ["_"], {"axes": axes, "keepdims": 1})
+
+
+def rmsnorm(b: Builder, node: Node) -> None:
+    """h / sqrt(mean(h²) + ε) · γ, the mean over channels (per position) or over
+    channels and space."""
+    a = _args(node)
+    (x,) = b.inputs(node)
+    cshape = _channel_shape(node)
+    whole = len(node.shape) == 1 or a.over == "channels+space"
+    if whole and b.opset >= ops.RMSNORM_OPSET:
+        b.op("RMSNormalization", [x, _gamma(b, node, "weight", 1.0, cshape)], b.out(node),
+             node.name, axis=1, epsilon=a.eps)
+        return
+    axes = [1, 2, 3] if len(node.shape) == 3 and whole else [1]
+    steps = [
+        ("Mul", [x, x], {}),
+        _reduce_mean(b, node, axes),
+        ("Add", ["_", b.const(f"{node.name}/eps", a.eps)], {}),
+        ("Sqrt", ["_"], {}),
+        ("Div", [x, "_"], {}),
+    ]
+    if a.affine:
+        steps.append(("Mul", ["_", _gamma(b, node, "weight", 1.0, cshape)], {}))
+    b.chain(node, steps)
+
+
+def dropout(b: Builder, node: Node) -> None:
+    """A classic dropout that could not fold: multiply by keep."""
+    b.chain(node, [("Mul", ["_", b.const(f"{node.name}/keep", b.plan.mul[node.name])], {})])
+
+
+# ------------------------------------------------------------------ activations
+def _unary(op_type: str, **attrs: Any) -> Emitter:
+    def emit(b: Builder, node: Node) -> None:
+        b.op(op_type, b.inputs(node), b.out(node), node.name, **attrs)
+
+    emit.__name__ = op_type.lower()
+    return emit
+
+
+def relu6(b: Builder, node: Node) -> None:
+    b.op("Clip", [*b.inputs(node), b.const(f"{node.name}/min", 0.0),
+                  b.const(f"{node.name}/max", 6.0)], b.out(node), node.name)
+
+
+def leaky_relu(b: Builder, node: Node) -> None:
+    b.op("LeakyRelu", b.inputs(node), b.out(node), node.name, alpha=float(_args(node).slope))
+
+
+def gelu(b: Builder, node: Node) -> None:
+    approximate = _args(node).approximate
+    if b.opset >= ops.GELU_OPSET:
+        b.op("Gelu", b.inputs(node), b.out(node), node.name, approximate=approximate)
+        return
+    (x,) = b.inputs(node)
+
+    def c(key: str, v: float) -> str:
+        return b.const(f"{node.name}/{key}", v)
+
+    if approximate == "none":  # 0.5·x·(1 + erf(x/√2)), as torch
+        inner = [("Mul", [x, c("rsqrt2", 1 / math.sqrt(2))], {}), ("Erf", ["_"], {})]
+    else:  # 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+        inner = [("Mul", [x, x], {}), ("Mul", ["_", x], {}),
+                 ("Mul", ["_", c("k3", 0.044715)], {}), ("Add", [x, "_"], {}),
+                 ("Mul", ["_", c("sqrt2pi", math.sqrt(2 / math.pi))], {}), ("Tanh", ["_"], {})]
+    b.chain(node, [*inner, ("Add", ["_", c("one", 1.0)], {}), ("Mul", [x, "_"], {}),
+                   ("Mul", ["_", c("half", 0.5)], {})])
+
+
+def silu(b: Builder, node: Node) -> None:
+    (x,) = b.inputs(node)
+    b.chain(node, [("Sigmoid", [x], {}), ("Mul", [x, "_"], {})])
+
+
+# ------------------------------------------------------------------ pooling
+def _ceil_mode(b: Builder, node: Node, a: _WindowPool, dilation: tuple[int, int]) -> int:
+    """torch drops a last ceil-mode window that would start in the right padding; ONNX's
+    shape rule does not. Whenever that happens torch's size is the floor size, so we
+    emit ceil_mode only where ceil and floor really differ and torch keeps the window."""
+    _, h, w = _in_shape(b, node)
+    k, s, p = pair(a.k), a.strides, pair(a.pad)
+    floor = tuple((n + 2 * pi - di * (ki - 1) - 1) // si + 1
+                  for n, ki, si, pi, di in zip((h, w), k, s, p, dilation, strict=True))
+    return 0 if tuple(node.shape[1:]) == floor else 1
+
+
+def _window_attrs(a: _WindowPool) -> dict[str, Any]:
+    p = pair(a.pad)
+    return {"kernel_shape": list(pair(a.k)), "strides": list(a.strides),
+            "pads": [p[0], p[1], p[0], p[1]]}
+
+
+def maxpool(b: Builder, node: Node) -> None:
+    a = _args(node)
+    d = pair(a.dilation)
+    b.op("MaxPool", b.inputs(node), b.out(node), node.name, **_window_attrs(a),
+         dilations=list(d), ceil_mode=_ceil_mode(b, node, a, d))
+
+
+def avgpool(b: Builder, node: Node) -> None:
+    a = _args(node)
+    b.op("AveragePool", b.inputs(node), b.out(node), node.name, **_window_attrs(a),
+         ceil_mode=_ceil_mode(b, node, a, (1, 1)), count_include_pad=int(a.count_pad))
+
+
+def _adaptive_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in]: row i averages torch's window floor(i·n/o) … ceil((i+1)·n/o)."""
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        lo, hi = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        m[i, lo:hi] = 1.0 / (hi - lo)
+    return m
+
+
+def adaptive_avgpool(b: Builder, node: Node) -> None:
+    _, h, w = _in_shape(b, node)
+    _, oh, ow = node.shape
+    if h % oh == 0 and w % ow == 0:  # equal windows: a plain AveragePool
+        k = [h // oh, w // ow]
+        b.op("AveragePool", b.inputs(node), b.out(node), node.name, kernel_shape=k, strides=k)
+        return
+    # unequal (overlapping) windows: exactly torch's averages as two matrix products,
+    # x·A_wᵀ over the width, then A_h·(…) over the height
+    b.chain(node, [
+        ("MatMul", ["_", b.const(f"{node.name}/cols", _adaptive_matrix(w, ow).T)], {}),
+        ("MatMul", [b.const(f"{node.name}/rows", _adaptive_matrix(h, oh)), "_"], {}),
+    ])
+
+
+# ------------------------------------------------------------------ layout, merges
+def upsample(b: Builder, node: Node) -> None:
+    a = _args(node)
+    s = float(a.scale)
+    attrs: dict[str, Any] = (
+        # torch nearest: source index floor(dst / scale)
+        {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+         "nearest_mode": "floor"} if a.mode == "nearest"
+        # torch bilinear, align_corners=False
+        else {"mode": "linear", "coordinate_transformation_mode": "half_pixel"})
+    b.op("Resize", [*b.inputs(node), "", b.const(f"{node.name}/scales", [1, 1, s, s])],
+         b.out(node), node.name, **attrs)
+
+
+def add(b: Builder, node: Node) -> None:
+    ins = b.inputs(node)
+    b.op("Add" if len(ins) == 2 else "Sum", ins, b.out(node), node.name)
+
+
+def concat(b: Builder, node: Node) -> None:
+    b.op("Concat", b.inputs(node), b.out(node), node.name, axis=1)
+
+
+EMITTERS: dict[str, Emitter] = {
+    "conv": conv,
+    "conv_transpose": conv_transpose,
+    "linear": linear,
+    "batchnorm": batchnorm,
+    "layernorm": layernorm,
+    "instancenorm": instancenorm,
+    "groupnorm": groupnorm,
+    "rmsnorm": rmsnorm,
+    "dropout": dropout,
+    "relu": _unary("Relu"),
+    "relu6": relu6,
+    "gelu": gelu,
+    "silu": silu,
+    "sigmoid": _unary("Sigmoid"),
+    "tanh": _unary("Tanh"),
+    "leaky_relu": leaky_relu,
+    "maxpool": maxpool,
+    "avgpool": avgpool,
+    "adaptive_avgpool": adaptive_avgpool,
+    "global_avgpool": _unary("GlobalAveragePool"),
+    "flatten": _unary("Flatten", axis=1),
+    "upsample": upsample,
+    "add": add,
+    "concat": concat,
+}

@@ -1,0 +1,347 @@
+"""The folding pass: what remains of BatchNorm and dropout at inference, decided once
+over the Graph and the numpy weights, before any ONNX node is emitted.
+
+At inference a BatchNorm is a fixed per-channel affine map y = s·x + t with
+s = γ / sqrt(var + ε) and t = δ − mean·s, and dropout is the identity (inverted
+scaling) or a multiplication by keep (classic scaling). Both fold into an adjacent
+linear map exactly, so the exported model has no BatchNormalization or Dropout node:
+
+- conv → BN, conv_transpose → BN, linear → BN (the BN is the producer's only consumer):
+  scale the producer's output channels by s, bias ← bias·s + t;
+- BN → conv with zero padding, BN → 1×1 stride-1 conv_transpose, BN → linear and
+  BN → flatten → linear (the BN's output feeds only that layer): scale the consumer's
+  input channels by s and add W·t to its bias. With padding the fold would be wrong at
+  the borders, where the padded zeros were never shifted by t;
+- any other BN becomes one Mul and one Add with per-channel constants;
+- inverted dropout disappears; classic dropout multiplies the weight (not the bias) of
+  the conv/linear it alone feeds by keep, or else becomes one Mul.
+
+The pass returns a :class:`Plan` (the tensors to emit, which nodes vanished into which,
+and the fold report); it never modifies the weights it was given. Weights are scaled in
+their own dtype (one rounding per fold); biases and BN constants are computed in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from netspec.graph import INPUT, Graph, Node
+from netspec.kinds.conv import pair
+
+#: producers whose output channels a following BN can fold into
+PRODUCERS = ("conv", "conv_transpose", "linear")
+#: consumers a classic dropout's keep factor can be folded into (weight only)
+KEEP_CONSUMERS = ("conv", "conv_transpose", "linear")
+
+
+@dataclass(frozen=True)
+class FoldEntry:
+    """Where one BatchNorm or dropout went. ``action`` is one of
+    folded (into ``into``), scale_shift (Mul+Add), removed, mul (one Mul)."""
+
+    layer: str
+    #: batchnorm or dropout
+    op: str
+    action: str
+    into: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "op": self.op, "action": self.action, "into": self.into,
+                "reason": self.reason}
+
+
+@dataclass
+class Plan:
+    #: every tensor to emit, by state_dict name, float32 (folded where folds happened)
+    tensors: dict[str, np.ndarray]
+    #: removed node → the node whose output now carries its value
+    alias: dict[str, str] = field(default_factory=dict)
+    #: BNs emitted as Mul+Add: per-channel (scale, shift)
+    scale_shift: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: classic dropouts emitted as one Mul: the keep factor
+    mul: dict[str, float] = field(default_factory=dict)
+    report: list[FoldEntry] = field(default_factory=list)
+
+    def source(self, name: str) -> str:
+        """The node whose output tensor stands for ``name``'s output after folding."""
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+
+# ----------------------------------------------------------------- fold arithmetic
+def bn_affine(mean: np.ndarray, var: np.ndarray, eps: float, gamma: np.ndarray | None = None,
+              beta: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """BN at inference as y = s·x + t (float64)."""
+    s = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    if gamma is not None:
+        s = s * gamma.astype(np.float64)
+    t = -mean.astype(np.float64) * s
+    if beta is not None:
+        t = t + beta.astype(np.float64)
+    return s, t
+
+
+def fold_after(op: str, w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: np.ndarray,
+               groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """BN(s, t) applied to the output of a conv/conv_transpose/linear: new (W, b).
+    W keeps its dtype (one rounding of W·s); the bias is computed in float64."""
+    s_w = s.astype(w.dtype)
+    b = np.zeros(len(s)) if b is None else b.astype(np.float64)
+    if op == "conv_transpose":
+        # weight [C_in, C_out/g, kh, kw]: output channel g·(C_out/g)+j lives at [i∈g, j]
+        c_in, c_out_g = w.shape[:2]
+        wg = w.reshape(groups, c_in // groups, c_out_g, *w.shape[2:])
+        w = (wg * s_w.reshape(groups, 1, c_out_g, *([1] * (w.ndim - 2)))).reshape(w.shape)
+    else:  # conv [C_out, C_in/g, kh, kw] and linear [out, in]: output channel on axis 0
+        w = w * s_w.reshape(-1, *([1] * (w.ndim - 1)))
+    return w, b * s + t
+
+
+def fold_before(op: str, w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: np.ndarray,
+                groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """BN(s, t) applied to the input of a conv (zero padding), a 1×1 stride-1
+    conv_transpose or a linear: new (W, b) with W' = W·s over input channels and
+    b' = b + Σ W·t (in float64)."""
+    s_w = s.astype(w.dtype)
+    if op == "linear":  # [out, in]
+        b0 = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+        return w * s_w[None, :], b0 + w.astype(np.float64) @ t
+    if op == "conv":
+        # weight [C_out, C_in/g, kh, kw]; out channel o (group o // (C_out/g)) reads input
+        # channels group·(C_in/g) … +C_in/g
+        c_out, c_in_g = w.shape[:2]
+        b0 = np.zeros(c_out) if b is None else b.astype(np.float64)
+        wg = w.reshape(groups, c_out // groups, c_in_g, -1)
+        shift = np.einsum("goik,gi->go", wg.astype(np.float64),
+                          t.reshape(groups, c_in_g)).reshape(c_out)
+        return (wg * s_w.reshape(groups, 1, c_in_g, 1)).reshape(w.shape), b0 + shift
+    if op == "conv_transpose":
+        # weight [C_in, C_out/g, 1, 1]: each output position gets exactly one tap
+        c_in, c_out_g = w.shape[:2]
+        b0 = np.zeros(c_out_g * groups) if b is None else b.astype(np.float64)
+        wg = w.reshape(groups, c_in // groups, c_out_g).astype(np.float64)
+        shift = np.einsum("gij,gi->gj", wg, t.reshape(groups, c_in // groups)).reshape(-1)
+        return w * s_w.reshape(-1, 1, 1, 1), b0 + shift
+    raise ValueError(f"cannot fold a BN into the input of {op}")
+
+
+# ----------------------------------------------------------------- the pass
+class _Folder:
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]) -> None:
+        self.g = graph
+        self.w = weights
+        self.plan = Plan(tensors={})
+        #: tensors changed by folds
+        self.work: dict[str, np.ndarray] = {}
+        #: consumers in the graph as it stands after the folds so far
+        self.users: dict[str, list[str]] = graph.consumers()
+
+    # tensors of a layer, as currently folded
+    def get(self, node: str, key: str) -> np.ndarray | None:
+        name = f"{node}.{key}"
+        if name in self.work:
+            return self.work[name]
+        value = self.w.get(name)
+        # fold in float32 at least, whatever the file stored (float16…)
+        return None if value is None else value.astype(np.float32, copy=False)
+
+    def put(self, node: str, w: np.ndarray, b: np.ndarray) -> None:
+        self.work[f"{node}.weight"] = w
+        self.work[f"{node}.bias"] = b
+
+    def remove(self, name: str, into: str) -> None:
+        """``name`` vanishes: its output is ``into``'s output, its consumers are ``into``'s."""
+        self.plan.alias[name] = into
+        mine = self.users[into]
+        i = mine.index(name)
+        self.users[into] = mine[:i] + self.users[name] + mine[i + 1:]
+        self.users[name] = []
+
+    def is_output(self, name: str) -> bool:
+        return self.plan.source(self.g.output) == name
+
+    def run(self) -> Plan:
+        # dropouts last to first, so that a dropout feeding a removed one sees past it
+        for node in reversed(self.g.layers):
+            if node.op == "dropout":
+                self.dropout(node)
+        for node in self.g.layers:
+            if node.op == "batchnorm":
+                self.batchnorm(node)
+        order = {name: i for i, name in enumerate(self.g.nodes)}
+        self.plan.report.sort(key=lambda e: order[e.layer])  # in spec order
+        self.finish()
+        return self.plan
+
+    # -------------------------------------------------------------- dropout
+    def dropout(self, node: Node) -> None:
+        args: Any = node.args
+        keep = float(args.p_keep)
+        x = node.inputs[0]
+        if args.scaling == "inverted" or keep == 1.0:
+            why = ("inverted dropout is the identity at inference" if args.scaling == "inverted"
+                   else "classic dropout with keep=1 is the identity")
+            self.remove(node.name, x)
+            self.plan.report.append(FoldEntry(node.name, "dropout", "removed", None, why))
+            return
+        users = self.users[node.name]
+        head = f"classic dropout multiplies by keep={keep:g} at inference"
+        if len(users) == 1 and self.g[users[0]].op in KEEP_CONSUMERS \
+                and not self.is_output(node.name):
+            (c,) = users
+            w = self.get(c, "weight")
+            assert w is not None
+            self.work[f"{c}.weight"] = w * np.asarray(keep, dtype=w.dtype)
+            self.remove(node.name, x)
+            self.plan.report.append(FoldEntry(
+                node.name, "dropout", "folded", c,
+                f"{head}; it feeds only {self.g[c].op} '{c}', whose weight (not bias) is "
+                f"scaled by keep"))
+            return
+        self.plan.mul[node.name] = keep
+        self.plan.report.append(FoldEntry(node.name, "dropout", "mul", None,
+                                          f"{head}; {self._feeds(users)}: one Mul"))
+
+    # -------------------------------------------------------------- batchnorm
+    def batchnorm(self, node: Node) -> None:
+        args: Any = node.args
+        s, t = bn_affine(self.w[f"{node.name}.running_mean"], self.w[f"{node.name}.running_var"],
+                         args.eps, self.w.get(f"{node.name}.weight"),
+                         self.w.get(f"{node.name}.bias"))
+        x = self.plan.source(node.inputs[0])
+        users = self.users
+        why_not: list[str] = []
+
+        # 1. into the producer: conv/linear → BN, the BN its only consumer
+        p = self.g[x] if x != INPUT else None
+        if p is not None and p.op in PRODUCERS and users[x] == [node.name]:
+            pa: Any = p.args
+            w, b = fold_after(p.op, self.get(x, "weight"), self.get(x, "bias"),  # type: ignore[arg-type]
+                              s, t, getattr(pa, "groups", 1))
+            self.put(x, w, b)
+            self.remove(node.name, x)
+            self.plan.report.append(FoldEntry(
+                node.name, "batchnorm", "folded", x,
+                f"{p.op} → BN: the BN is the only consumer of '{x}'; its scale folds into "
+                f"the weight's output channels and its shift into the bias"))
+            return
+        if p is None:
+            why_not.append("its input is the network input")
+        elif p.op in PRODUCERS:
+            others = [u for u in users[x] if u != node.name]
+            why_not.append(f"'{x}' also feeds {', '.join(others)}")
+        else:
+            why_not.append(f"its input comes from {p.op} '{x}'")
+
+        # 2. into the consumer: BN → conv (no padding) / linear / flatten → linear
+        target = self._consumer_target(node, users, why_not)
+        if target is not None:
+            c, what = target
+            ca: Any = self.g[c].args
+            if what == "flatten":  # BN over [C, H, W] seen by the linear as C·H·W features
+                hw = int(np.prod(node.shape[1:]))
+                s_in, t_in = np.repeat(s, hw), np.repeat(t, hw)
+            else:
+                s_in, t_in = s, t
+            w, b = fold_before(self.g[c].op, self.get(c, "weight"), self.get(c, "bias"),  # type: ignore[arg-type]
+                               s_in, t_in, getattr(ca, "groups", 1))
+            via = f" through flatten '{users[node.name][0]}'" if what == "flatten" else ""
+            self.put(c, w, b)
+            self.remove(node.name, x)
+            self.plan.report.append(FoldEntry(
+                node.name, "batchnorm", "folded", c,
+                f"BN → {self.g[c].op}{via}: the BN's output feeds only '{c}'"
+                + (" (no padding)" if self.g[c].op == "conv" else "")
+                + "; its scale folds into the weight's input channels and its shift "
+                "into the bias"))
+            return
+
+        # 3. a per-channel Mul + Add
+        self.plan.scale_shift[node.name] = (s, t)
+        self.plan.report.append(FoldEntry(node.name, "batchnorm", "scale_shift", None,
+                                          "; ".join(why_not) + ": one Mul and one Add"))
+
+    def _consumer_target(self, node: Node, users: dict[str, list[str]],
+                         why_not: list[str]) -> tuple[str, str] | None:
+        """The layer a BN can fold into from its output side, or None (with why)."""
+        mine = users[node.name]
+        if self.is_output(node.name):
+            why_not.append("it is the network's output")
+            return None
+        if len(mine) != 1:
+            why_not.append(f"its output feeds {len(mine)} layers")
+            return None
+        c = self.g[mine[0]]
+        ca: Any = c.args
+        if c.op == "conv":
+            if pair(ca.padding) != (0, 0):
+                why_not.append(f"it feeds conv '{c.name}' with padding {list(ca.padding)} "
+                               "(a fold would be inexact at the borders)")
+                return None
+            return c.name, "conv"
+        if c.op == "conv_transpose":
+            if pair(ca.k) == (1, 1) and pair(ca.stride) == (1, 1) and pair(ca.pad) == (0, 0):
+                return c.name, "conv_transpose"
+            why_not.append(f"it feeds conv_transpose '{c.name}' that is not 1×1 stride 1 "
+                           "(a fold would be inexact where taps overlap or miss)")
+            return None
+        if c.op == "linear":
+            return c.name, "linear"
+        if c.op == "flatten":
+            after = users[c.name]
+            if len(after) == 1 and self.g[after[0]].op == "linear" \
+                    and not self.is_output(c.name):
+                return after[0], "flatten"
+            why_not.append(f"it feeds flatten '{c.name}' that does not feed one linear")
+            return None
+        why_not.append(f"it feeds {c.op} '{c.name}'")
+        return None
+
+    def _feeds(self, users: list[str]) -> str:
+        if not users:
+            return "it is the network's output"
+        if len(users) > 1:
+            return f"it feeds {len(users)} layers"
+        return f"it feeds {self.g[users[0]].op} '{users[0]}'"
+
+    # -------------------------------------------------------------- result
+    def finish(self) -> None:
+        """Every parameter but the BNs', folded where folds happened, as float32."""
+        bns = {n.name for n in self.g.layers if n.op == "batchnorm"}
+        names = list(self.g.param_shapes()) + [k for k in self.work if k not in self.w]
+        for name in dict.fromkeys(names):
+            if name.rpartition(".")[0] in bns:
+                continue
+            value = self.work.get(name)
+            if value is None:
+                value = self.w[name]
+            self.plan.tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
+        for name, (s, t) in list(self.plan.scale_shift.items()):
+            self.plan.scale_shift[name] = (s.astype(np.float32), t.astype(np.float32))
+
+
+def plan_folds(graph: Graph, weights: dict[str, np.ndarray]) -> Plan:
+    """Decide where every BatchNorm and dropout goes; compute the folded tensors."""
+    return _Folder(graph, weights).run()
+
+
+def summarize(report: list[FoldEntry], graph: Graph) -> str:
+    """One line: ``batchnorm: 20 (19 folded into conv, 1 into linear); dropout: 1 removed``."""
+    parts = []
+    for op in ("batchnorm", "dropout"):
+        entries = [e for e in report if e.op == op]
+        if not entries:
+            continue
+        counts: dict[str, int] = {}
+        for e in entries:
+            key = (f"folded into {graph[e.into].op}" if e.action == "folded" and e.into
+                   else {"scale_shift": "as Mul+Add", "mul": "as Mul"}.get(e.action, e.action))
+            counts[key] = counts.get(key, 0) + 1
+        parts.append(f"{op}: {len(entries)} ("
+                     + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")")
+    return "; ".join(parts) if parts else "no batchnorm or dropout to fold"

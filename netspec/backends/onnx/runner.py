@@ -1,0 +1,79 @@
+"""Running an exported model: an onnxruntime session that knows its input, checks what
+it is given, and measures its own latency."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netspec.errors import UsageError
+
+#: ONNX element type names as onnxruntime reports them → numpy
+_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+           "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+class OnnxRunner:
+    """``OnnxRunner("model.onnx")(x)``: CUDA when onnxruntime has it, else CPU."""
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None,
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"{p}: no such model file")
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = [e for e in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                         if e in available]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(p), options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own classes for bad files
+            raise UsageError(f"{p}: onnxruntime cannot load it ({e})") from None
+        (inp,) = self.session.get_inputs()
+        self.input_name: str = inp.name
+        #: dims as the model declares them: ints, or a name (``batch``) for dynamic ones
+        self.input_shape: list[Any] = list(inp.shape)
+        self.input_dtype = np.dtype(_DTYPES.get(inp.type, np.float32))
+        self.output_name: str = self.session.get_outputs()[0].name
+        self.providers: list[str] = self.session.get_providers()
+
+    def check(self, x: np.ndarray) -> None:
+        """A clear UsageError when ``x`` cannot be the model's input."""
+        want = "[" + ", ".join(str(d) for d in self.input_shape) + "]"
+        if x.dtype != self.input_dtype:
+            raise UsageError(f"input dtype {x.dtype}, the model wants {self.input_dtype} "
+                             f"(convert with x.astype(np.{self.input_dtype}))")
+        if x.ndim != len(self.input_shape):
+            hint = " (add the batch axis: x[None])" if x.ndim == len(self.input_shape) - 1 \
+                else ""
+            raise UsageError(f"input shape {list(x.shape)}, the model wants {want}{hint}")
+        for have, dim in zip(x.shape, self.input_shape, strict=True):
+            if isinstance(dim, int) and have != dim:
+                raise UsageError(f"input shape {list(x.shape)}, the model wants {want}")
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.check(x)
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def latency(self, x: np.ndarray, runs: int, warmup: int = 3) -> dict[str, float]:
+        """p50/p90/p99 (and mean) of ``runs`` calls on ``x``, in milliseconds."""
+        self.check(x)
+        feed = {self.input_name: x}
+        for _ in range(warmup):
+            self.session.run([self.output_name], feed)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.session.run([self.output_name], feed)
+            times.append((time.perf_counter() - t) * 1e3)
+        p50, p90, p99 = np.percentile(times, [50, 90, 99])
+        return {"p50": float(p50), "p90": float(p90), "p99": float(p99),
+                "mean": float(np.mean(times)), "runs": runs}

@@ -1,0 +1,103 @@
+"""The torch side of exporting: initial weights for a seed, and the check that the
+exported model computes what the torch module computes in eval mode.
+
+This is the only module of the ONNX backend that touches torch, and it imports torch
+inside its functions, so ``export_onnx(..., verify=False)`` with given weights and
+``netspec export --no-verify --weights`` never load it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from netspec.errors import NetspecError
+from netspec.graph import Graph
+
+
+class VerificationError(NetspecError):
+    """ONNX and torch disagree beyond the tolerance: a bug, so the CLI exits 1."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Verification:
+    batches: tuple[int, ...]
+    max_abs: float
+    #: max |onnx − torch| / max |torch|: the error relative to the output's scale
+    max_rel: float
+    tolerance: float
+    #: the largest |torch| seen, which the tolerance scales with when above 1
+    ref_max: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs <= self.tolerance * max(1.0, self.ref_max)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batches": list(self.batches), "max_abs": self.max_abs,
+                "max_rel": self.max_rel, "tolerance": self.tolerance, "ok": self.ok}
+
+
+def initial_weights(graph: Graph, seed: int) -> dict[str, np.ndarray]:
+    """The torch backend's initialisation for ``seed``, as numpy (state_dict names)."""
+    import torch
+
+    from netspec import build
+
+    torch.manual_seed(seed)
+    module = build(graph)
+    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+
+def torch_module(graph: Graph, weights: dict[str, np.ndarray]) -> Any:
+    """The torch module with these weights, in eval mode."""
+    import torch
+
+    from netspec import build
+
+    module = build(graph)
+    state = module.state_dict()
+    # BN's step counter plays no part in eval (and files store it as [] or [1])
+    loaded = {k: torch.from_numpy(np.ascontiguousarray(v)).to(state[k].dtype)
+              for k, v in weights.items()
+              if k in state and not k.endswith(".num_batches_tracked")}
+    missing = [k for k in state if k not in loaded and not k.endswith(".num_batches_tracked")]
+    if missing:
+        raise NetspecError(f"weights lack {', '.join(missing)}")
+    module.load_state_dict(loaded, strict=False)
+    return module.eval()
+
+
+def random_inputs(graph: Graph, batches: Sequence[int], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n, *graph.input_shape)).astype(np.float32) for n in batches]
+
+
+def verify(model_bytes: bytes, graph: Graph, weights: dict[str, np.ndarray], *,
+           tolerance: float, batches: Sequence[int] = (1, 3), seed: int = 0) -> Verification:
+    """Run onnxruntime (CPU) and torch eval on the same random inputs; compare."""
+    import onnxruntime as ort
+    import torch
+
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    module = torch_module(graph, weights)
+    max_abs = ref_max = 0.0
+    for x in random_inputs(graph, batches, seed):
+        (ours,) = session.run(None, {"input": x})
+        with torch.inference_mode():
+            ref = module(torch.from_numpy(x)).numpy()
+        if ours.shape != ref.shape:
+            raise VerificationError(f"onnxruntime output {list(ours.shape)} but torch "
+                                    f"{list(ref.shape)}")
+        diff = float(np.max(np.abs(ours - ref)))
+        # a NaN anywhere must fail, not vanish in max()
+        max_abs = max(max_abs, diff if math.isfinite(diff) else math.inf)
+        ref_max = max(ref_max, float(np.max(np.abs(ref))))
+    max_rel = max_abs / ref_max if ref_max > 0 else max_abs
+    return Verification(tuple(batches), max_abs, max_rel, tolerance, ref_max)

@@ -1,0 +1,92 @@
+"""``netspec export spec.yaml -o model.onnx``: ONNX for onnxruntime, BatchNorm folded,
+dropout gone, checked against torch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from netspec.commands.common import add_spec_args, load_graph
+from netspec.errors import UsageError
+from netspec.io import atomic_write, check_writable
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name, help="export to ONNX (BatchNorm folded, dropout removed), checked against torch",
+        description="Write an ONNX model for onnxruntime straight from the spec and its "
+        "weights: every BatchNorm folded into a neighbouring conv/linear or into one "
+        "per-channel Mul+Add, every dropout gone. The file passes onnx's full checker; "
+        "unless --no-verify, onnxruntime and the torch module (eval mode) must agree on "
+        "random inputs within --tolerance, else nothing is written (exit 1).")
+    add_spec_args(p)
+    p.add_argument("--weights", metavar="W.safetensors",
+                   help="trained weights (safetensors; without them: torch's initialisation "
+                   "for --seed, which imports torch)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 17: onnxruntime ≥ 1.14; up to 23)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest |onnx − torch| allowed, relative to the output's scale when "
+                   "that is above 1 (default 1e-4)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights (without --weights) and of the "
+                   "verification inputs")
+    p.add_argument("--report", action="store_true",
+                   help="print where every BatchNorm and dropout went")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the onnxruntime-vs-torch comparison (with --weights, torch "
+                   "is never imported); the ONNX checker still runs")
+    p.add_argument("--force", action="store_true", help="replace the output if it exists")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from netspec.backends.onnx.export import export_onnx_bytes
+    from netspec.backends.onnx.opset import DEFAULT_OPSET, check_opset
+
+    out = check_writable(args.output, args.force)  # before any work
+    opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
+    if not args.tolerance >= 0:
+        raise UsageError(f"--tolerance {args.tolerance}: must be 0 or more")
+    graph = load_graph(args)
+
+    weights = metadata = None
+    if args.weights:
+        from netspec.weights import SHA_KEY, check_weights, load_weights
+
+        weights, metadata = load_weights(args.weights)
+        check_weights(graph, weights, args.weights)
+        if metadata.get(SHA_KEY, graph.spec_sha256) != graph.spec_sha256:
+            print(f"note: {args.weights} was saved from a different text of the spec "
+                  f"(sha256 {metadata[SHA_KEY][:12]}…, this one {graph.spec_sha256[:12]}…); "
+                  "the tensors match it", file=sys.stderr)
+
+    _, data, report = export_onnx_bytes(
+        graph, weights, opset=opset, seed=args.seed, verify=not args.no_verify,
+        tolerance=args.tolerance, metadata=metadata)
+    atomic_write(out, data)
+
+    if args.format == "json":
+        print(json.dumps({"output": str(out), "bytes": len(data), **report.to_dict()},
+                         indent=2))
+        return 0
+    print(f"{out}: {graph.name}, opset {opset}, {report.onnx_nodes} ONNX nodes, "
+          f"{report.exported_params:,} weights ({report.params:,} in the spec), "
+          f"{len(data) / 1e6:.1f} MB")
+    print(report.summary)
+    if args.report:
+        width = max((len(e.layer) for e in report.folds), default=0)
+        for e in report.folds:
+            where = f"{e.action} into {e.into}" if e.into else e.action
+            print(f"  {e.layer:<{width}}  {where}: {e.reason}")
+    v = report.verification
+    if v is None:
+        print("not verified against torch (--no-verify)")
+    else:
+        batches = " and ".join(str(n) for n in v.batches)
+        print(f"onnxruntime vs torch (eval), batch {batches}: max abs diff {v.max_abs:.2g}, "
+              f"max rel diff {v.max_rel:.2g} (tolerance {v.tolerance:g})")
+    return 0

@@ -1,0 +1,73 @@
+"""``netspec run model.onnx --input x.npy``: run an exported model with onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+from netspec.errors import UsageError
+from netspec.io import atomic_write, check_writable
+
+#: per-sample lines printed for a classifier's output before summarising the rest
+MAX_ROWS = 20
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="run an ONNX model on a .npy input with onnxruntime",
+                       description="Run an exported model on an input saved with numpy "
+                       "(shape [N, ...] and dtype as the model declares), print the output "
+                       "shape and, for [N, K] outputs, each sample's top-1 class.")
+    p.add_argument("model", help="the .onnx file")
+    p.add_argument("--input", required=True, metavar="X.npy")
+    p.add_argument("--output", metavar="Y.npy", help="save the output (numpy .npy)")
+    p.add_argument("--bench", type=int, default=0, metavar="N",
+                   help="also time N runs and print p50/p90/p99 latency")
+    p.set_defaults(run=run)
+
+
+def _load_input(path: str) -> object:
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{p}: no such input file")
+    with p.open("rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise UsageError(f"{p}: not a numpy .npy file (save the input with np.save)")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"{p}: not a numpy .npy array ({e})") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from netspec.backends.onnx.runner import OnnxRunner
+
+    if args.bench < 0:
+        raise UsageError("--bench must be 0 or more")
+    out = check_writable(args.output) if args.output else None
+    x = _load_input(args.input)
+    if not isinstance(x, np.ndarray):
+        raise UsageError(f"{args.input}: holds several arrays (.npz); save one with np.save")
+    runner = OnnxRunner(args.model)
+    y = runner(x)  # checks shape and dtype: a UsageError names what the model wants
+    print(f"output {list(y.shape)} {y.dtype} ({runner.providers[0]})")
+    if y.ndim == 2:
+        top = y.argmax(axis=1)
+        for i in range(min(len(y), MAX_ROWS)):
+            print(f"  sample {i}: class {int(top[i])} (score {float(y[i, top[i]]):.4g})")
+        if len(y) > MAX_ROWS:
+            print(f"  … {len(y) - MAX_ROWS} more samples")
+    if out is not None:
+        buf = io.BytesIO()
+        np.save(buf, y)
+        atomic_write(out, buf.getvalue())
+        print(f"wrote {out}")
+    if args.bench:
+        lat = runner.latency(x, args.bench)
+        print(f"latency over {args.bench} runs (batch {len(x)}): p50 {lat['p50']:.3f} ms, "
+              f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
+    return 0
