@@ -5,10 +5,24 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from netspec.commands import params, schema, validate
+from netspec.commands import (
+    build,
+    calibrate,
+    export,
+    params,
+    run,
+    schema,
+    train,
+    validate,
+)
 
 COMMANDS: dict[str, ModuleType] = {
     "validate": validate,
     "params": params,
     "schema": schema,
+    "build": build,
+    "export": export,
+    "run": run,
+    "train": train,
+    "calibrate": calibrate,
 }

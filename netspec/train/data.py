@@ -1,0 +1,167 @@
+"""Data sets for training and calibration, checked against the spec up front.
+
+Two sources: ``digits`` (scikit-learn's bundled 8×8 digits, no download) and an
+``.npz`` file with arrays ``x`` and ``y``. Everything is loaded into memory as numpy:
+the data sets this command is for fit easily, and indexing an in-memory array per batch
+is much faster than a per-sample Dataset. Every problem a user can cause (shape, label
+type, label range) is a UsageError here, before a model is built or a process group
+joined, so every rank of a distributed run fails the same way at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from netspec.errors import UsageError
+from netspec.graph import Graph
+
+DIGITS = "digits"
+INSTALL_HINT = "pip install 'netspec[data]'"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs ``x`` (float32, [N, *input]) and integer labels ``y`` (int64, [N] or [N, H, W])."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+@dataclass(frozen=True)
+class Data:
+    train: Split
+    #: None when --val-fraction is 0 and no --val-data is given: nothing to evaluate on
+    heldout: Split | None
+    #: how the split was made (JSON-able): calibrate reproduces it from the checkpoint
+    source: dict[str, Any]
+
+    def describe(self) -> str:
+        held = f", {len(self.heldout):,} held out" if self.heldout is not None else ""
+        return f"{self.source['data']}: {len(self.train):,} for training{held}"
+
+
+def _fmt(shape: Any) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def load_digits_arrays(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 8×8 digits scaled to [0, 1], shaped for the spec's input."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise UsageError("--data digits needs scikit-learn, which is not installed: "
+                         f"{INSTALL_HINT}") from None
+    bunch = load_digits()
+    # pixel values are counts 0…16 (of a 4×4 block of a 32×32 bitmap)
+    x = (np.asarray(bunch.data, dtype=np.float32) / 16.0)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    if graph.input_shape == (1, 8, 8):
+        x = x.reshape(-1, 1, 8, 8)
+    elif graph.input_shape != (64,):
+        raise UsageError(f"--data digits: the images are [1, 8, 8] (or [64] flattened), "
+                         f"but spec '{graph.name}' takes {_fmt(graph.input_shape)}")
+    return x, y
+
+
+def load_npz_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{p}: no such data file (--data takes 'digits' or a .npz file)")
+    try:
+        # allow_pickle=False: an .npz may hold object arrays, which would unpickle code
+        with np.load(p, allow_pickle=False) as z:
+            names = set(z.files)
+            missing = [k for k in ("x", "y") if k not in names]
+            if missing:
+                raise UsageError(f"{p}: needs arrays 'x' and 'y' (np.savez(path, x=…, y=…)); "
+                                 f"it has {sorted(names) or 'none'}")
+            return z["x"], z["y"]
+    except UsageError:
+        raise
+    except (ValueError, OSError, EOFError) as e:
+        raise UsageError(f"{p}: not a readable .npz file ({e})") from None
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, graph: Graph, where: str) -> Split:
+    """The arrays as a Split, or a one-line UsageError saying what does not fit the spec."""
+    want_x = (*graph.input_shape,)
+    if x.dtype.kind not in "fiu":
+        raise UsageError(f"{where}: x has dtype {x.dtype}; inputs must be real numbers")
+    if x.ndim != len(want_x) + 1 or tuple(x.shape[1:]) != want_x:
+        raise UsageError(f"{where}: x has shape {_fmt(x.shape)}, spec '{graph.name}' takes "
+                         f"[N, {_fmt(want_x)[1:]}")
+    n = len(x)
+    if n < 2:
+        raise UsageError(f"{where}: {n} sample(s); training needs at least 2")
+    classes = graph.output_shape[0]
+    want_y = (n,) if graph.task == "classification" else (n, *graph.output_shape[1:])
+    what = "class indices" if graph.task == "classification" else "per-pixel class masks"
+    if tuple(y.shape) != want_y:
+        raise UsageError(f"{where}: y has shape {_fmt(y.shape)}; {graph.task} with "
+                         f"{n} samples needs {what} of shape {_fmt(want_y)}")
+    if not np.issubdtype(y.dtype, np.integer):
+        hint = ""
+        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            hint = " (they look whole: convert with y.astype(np.int64))"
+        raise UsageError(f"{where}: labels y have dtype {y.dtype}; they must be integer "
+                         f"{what} 0…{classes - 1}{hint}")
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= classes:
+        bad = lo if lo < 0 else hi
+        raise UsageError(f"{where}: label {bad} is outside 0…{classes - 1} (spec "
+                         f"'{graph.name}' has {classes} classes)")
+    xf = np.ascontiguousarray(x, dtype=np.float32)
+    if not np.isfinite(xf).all():
+        raise UsageError(f"{where}: x holds NaN or infinite values")
+    return Split(xf, np.ascontiguousarray(y, dtype=np.int64))
+
+
+def load_source(source: str, graph: Graph) -> Split:
+    if source == DIGITS:
+        x, y = load_digits_arrays(graph)
+    else:
+        x, y = load_npz_arrays(source)
+    return check_arrays(x, y, graph, source)
+
+
+def split_heldout(data: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+    """A seeded random split: the same seed and fraction give the same held-out samples
+    on every rank and in ``calibrate``, which re-creates it from the checkpoint."""
+    if fraction == 0:
+        return data, None
+    n = len(data)
+    n_val = round(n * fraction)
+    if n_val < 1 or n - n_val < 1:
+        raise UsageError(f"--val-fraction {fraction}: leaves {n - n_val} of {n} samples for "
+                         f"training and {n_val} held out; both need at least 1")
+    order = np.random.default_rng(seed).permutation(n)
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return Split(data.x[train], data.y[train]), Split(data.x[val], data.y[val])
+
+
+def load_data(graph: Graph, data: str, *, val_data: str | None = None,
+              val_fraction: float = 0.2, seed: int = 0) -> Data:
+    """The training and held-out splits: ``val_data`` when given, else a seeded
+    ``val_fraction`` of ``data``."""
+    if not 0 <= val_fraction < 1:
+        raise UsageError(f"--val-fraction {val_fraction}: must be in [0, 1)")
+    full = load_source(data, graph)
+    source: dict[str, Any] = {"data": data, "val_data": val_data,
+                              "val_fraction": val_fraction, "seed": seed}
+    if val_data is not None:
+        source["val_fraction"] = 0.0
+        return Data(full, load_source(val_data, graph), source)
+    train, heldout = split_heldout(full, val_fraction, seed)
+    return Data(train, heldout, source)
+
+
+def source_json(data: Data) -> str:
+    return json.dumps(data.source, sort_keys=True)
