@@ -36,6 +36,23 @@ MAX_REPEAT = 10_000
 MAX_NODES = 100_000
 MAX_BLOCK_DEPTH = 32
 
+#: names a layer cannot take because backends give them another meaning: attributes of
+#: torch modules (a layer named ``train`` would shadow Module.train). The torch backend's
+#: tests check this list against the torch they run with.
+RESERVED_NAMES = frozenset("""
+    T_destination add_module add_submodule apply bfloat16 buffers call_super_init children
+    code compile cpu cuda delete_all_unused_submodules delete_submodule double dump_patches eval
+    extra_repr float forward get_buffer get_extra_state get_parameter get_submodule graph
+    half ipu load_state_dict meta modules mtia named_buffers named_children named_modules
+    named_parameters parameters print_readable recompile register_backward_hook
+    register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook
+    register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
+    register_parameter register_state_dict_post_hook register_state_dict_pre_hook
+    requires_grad_ set_extra_state set_submodule shape_env share_memory state_dict to
+    to_empty to_folder train training type xpu zero_grad
+""".split())
+
 RESIDUAL_KEYS = ("body", "shortcut", "combine")
 DENSE_KEYS = ("n", "body", "combine")
 
@@ -299,6 +316,9 @@ class Resolver:
         if name == INPUT:
             raise SpecError("as: 'input' is reserved for the network's input",
                             self.doc.pos(e.paths["as"]))
+        if name.startswith("_") or name in RESERVED_NAMES:
+            raise SpecError(f"as: '{name}' is reserved (torch modules use it for themselves); "
+                            "choose another name", self.doc.pos(e.paths["as"]))
         return name
 
     def _repeat(self, e: Entry, ctx: Ctx) -> int | None:

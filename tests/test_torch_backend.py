@@ -624,3 +624,15 @@ def test_random_specs_build_as_counted(drawn: tuple[str, tuple[int, ...]]) -> No
     assert g.output_shape == out
     check_structure(g)
     check_inplace_is_invisible(g)
+
+
+def test_core_reserves_every_public_torch_module_attribute() -> None:
+    """`netspec validate` refuses the names the torch backend could not use (a layer named
+    `train` would shadow Module.train): the core's list must cover this torch's attributes."""
+    from torch import fx
+
+    from netspec.resolve import RESERVED_NAMES
+
+    attrs = set(dir(fx.GraphModule(nn.Module(), fx.Graph()))) | set(dir(nn.Module()))
+    public = {a for a in attrs if not a.startswith("_")}
+    assert public - RESERVED_NAMES == set()
