@@ -104,14 +104,64 @@ def _si(n: float) -> str:
     return str(int(n))
 
 
-def as_table(graph: Graph, depth: int | None = None) -> str:
-    table = rows(graph, depth)
+@dataclass
+class _Item:
+    """A row of the tree: a layer, or a scope (block use, repeat, dense block…) that
+    holds rows of its own unless ``--depth`` collapsed it."""
+
+    name: str
+    row: Row
+    children: list[_Item]
+
+
+def _tree(graph: Graph, depth: int | None) -> list[_Item]:
+    top: list[_Item] = []
+    scopes: dict[str, _Item] = {}
+    for row in rows(graph, depth):
+        parts = row.name.split(".")
+        siblings = top
+        for i in range(1, len(parts)):
+            path = ".".join(parts[:i])
+            item = scopes.get(path)
+            if item is None:
+                scope = graph.scopes.get(path)
+                item = _Item(parts[i - 1], Row(path, scope.label if scope else "", row.shape,
+                                               0, 0, 0, None, "", i - 1), [])
+                scopes[path] = item
+                siblings.append(item)
+            item.row.params += row.params
+            item.row.buffers += row.buffers
+            item.row.macs += row.macs
+            item.row.shape = row.shape
+            siblings = item.children
+        siblings.append(_Item(parts[-1], row, []))
+    return top
+
+
+def _lines(items: list[_Item], lead: str | None = None) -> list[tuple[str, Row, bool]]:
+    """(label with tree lines, row, is a scope): top-level rows bare, as `tree` draws."""
+    out = []
+    for i, item in enumerate(items):
+        last = i == len(items) - 1
+        branch = "" if lead is None else lead + ("└─ " if last else "├─ ")
+        out.append((branch + item.name, item.row, bool(item.children)))
+        inner = "" if lead is None else lead + ("   " if last else "│  ")
+        out += _lines(item.children, inner)
+    return out
+
+
+def as_table(graph: Graph, depth: int | None = None, color: bool = False) -> str:
+    """The per-layer table with the scopes drawn as a tree and the totals set apart.
+    ``color`` adds bold scopes and dim zeros (for terminals only)."""
+    bold, dim, off = ("\033[1m", "\033[2m", "\033[0m") if color else ("", "", "")
     header = ("layer", "kind", "output", "params", "MACs", "formula / note")
-    body = []
-    for r in table:
+    body: list[tuple[str, ...]] = []
+    styles: list[str] = []
+    for name, r, is_scope in _lines(_tree(graph, depth)):
         formula = f"{r.formula} = {r.params:,}" if r.formula and r.params else (r.note or "")
-        body.append((r.name, r.kind, fmt_shape(r.shape), f"{r.params:,}", _si(r.macs) if r.macs
-                     else "0", formula))
+        body.append((name, r.kind, fmt_shape(r.shape), f"{r.params:,}",
+                     _si(r.macs) if r.macs else "0", formula))
+        styles.append(bold if is_scope else (dim if not r.params else ""))
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     widths[1] = min(widths[1], 40)
 
@@ -122,17 +172,22 @@ def as_table(graph: Graph, depth: int | None = None) -> str:
                 out.append(cell.rjust(w))
             elif i == len(cells) - 1:
                 out.append(cell)
+            elif len(cell) > w:
+                out.append(cell[: w - 1] + "…")
             else:
-                out.append(cell[:w].ljust(w) if len(cell) <= w or i != 1 else cell[: w - 1] + "…")
+                out.append(cell.ljust(w))
         return "  ".join(out).rstrip()
 
     t = totals(graph)
-    lines = [f"{graph.name}: {fmt_shape(graph.input_shape)} → {fmt_shape(graph.output_shape)} "
-             f"({graph.task})", "", line(header), line(tuple("─" * w for w in widths))]
-    lines += [line(b) for b in body]
+    rule = "─" * (sum(widths[:5]) + 8)
+    lines = [f"{bold}{graph.name}{off}: {fmt_shape(graph.input_shape)} → "
+             f"{fmt_shape(graph.output_shape)} ({graph.task})", "", line(header),
+             line(tuple("─" * w for w in widths))]
+    lines += [f"{style}{line(b)}{off if style else ''}" for b, style in zip(body, styles,
+                                                                             strict=True)]
     lines += [
-        "",
-        f"parameters   {t['params']:>16,}   (trainable {t['trainable']:,})",
+        rule,
+        f"{bold}parameters{off}   {t['params']:>16,}   (trainable {t['trainable']:,})",
         f"buffers      {t['buffers']:>16,}   (BN running mean and variance; not parameters)",
         f"MACs         {t['macs']:>16,}   ({_si(t['macs'])} per sample)",
         f"weights      {t['size_mb']['fp32']:>13,.2f} MB   at fp32; "
@@ -141,4 +196,26 @@ def as_table(graph: Graph, depth: int | None = None) -> str:
     return "\n".join(lines)
 
 
-FORMATS = {"table": as_table, "json": as_json, "csv": as_csv}
+def as_markdown(graph: Graph, depth: int | None = None) -> str:
+    """A GitHub-flavoured markdown table, for READMEs."""
+    t = totals(graph)
+    lines = [f"**{graph.name}**: {fmt_shape(graph.input_shape)} → "
+             f"{fmt_shape(graph.output_shape)} ({graph.task})", "",
+             "| layer | kind | output | params | MACs | formula / note |",
+             "|---|---|---|---:|---:|---|"]
+    for r in rows(graph, depth):
+        formula = f"{r.formula} = {r.params:,}" if r.formula and r.params else (r.note or "")
+        cells = [f"`{r.name}`", r.kind, fmt_shape(r.shape), f"{r.params:,}",
+                 _si(r.macs) if r.macs else "0", formula]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", "| total | |", "|---|---:|",
+              f"| parameters | {t['params']:,} |",
+              f"| trainable | {t['trainable']:,} |",
+              f"| buffers (BN statistics) | {t['buffers']:,} |",
+              f"| MACs per sample | {t['macs']:,} |",
+              f"| weights at fp32 / bf16 | {t['size_mb']['fp32']:,.2f} MB / "
+              f"{t['size_mb']['bf16']:,.2f} MB |"]
+    return "\n".join(lines)
+
+
+FORMATS = {"table": as_table, "json": as_json, "csv": as_csv, "markdown": as_markdown}

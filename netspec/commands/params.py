@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from netspec.commands.common import add_spec_args, load_graph
 from netspec.errors import UsageError
-from netspec.report import FORMATS
+from netspec.report import FORMATS, as_table
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -24,5 +26,10 @@ def run(args: argparse.Namespace) -> int:
     if args.depth is not None and args.depth < 0:
         raise UsageError("--depth must be 0 or more")
     graph = load_graph(args)
-    print(FORMATS[args.format](graph, args.depth))
+    if args.format == "table":
+        # bold scopes and dim zero rows in a terminal; plain text when piped
+        print(as_table(graph, args.depth, color=sys.stdout.isatty()
+                       and "NO_COLOR" not in os.environ))
+    else:
+        print(FORMATS[args.format](graph, args.depth))
     return 0
