@@ -8,7 +8,9 @@ from types import ModuleType
 from netspec.commands import (
     build,
     calibrate,
+    diff,
     export,
+    graph,
     params,
     run,
     schema,
@@ -19,6 +21,8 @@ from netspec.commands import (
 COMMANDS: dict[str, ModuleType] = {
     "validate": validate,
     "params": params,
+    "graph": graph,
+    "diff": diff,
     "schema": schema,
     "build": build,
     "export": export,

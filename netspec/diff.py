@@ -1,0 +1,147 @@
+"""Comparing two Graphs layer by layer (``netspec diff``). Pure Python.
+
+Nodes are matched by name. A node only in ``b`` is *added*, only in ``a`` *removed*; a
+node in both is *changed* when its kind, its options (``args.summary()``) or its output
+shape differ. Each entry carries its parameter and MAC delta (b − a); the totals are the
+whole networks' deltas, which also count the layers whose own numbers moved because an
+input's shape changed (those show as changed: their shape or their counts differ).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from netspec.count import count, node_counts
+from netspec.graph import INPUT, Graph, Node
+from netspec.kinds import fmt_shape
+
+
+@dataclass
+class Side:
+    kind: str
+    args: str
+    shape: list[int]
+    params: int
+    macs: int
+
+
+@dataclass
+class Change:
+    name: str
+    status: str                 # added | removed | changed
+    a: Side | None
+    b: Side | None
+    what: list[str]             # which of kind, args, shape, params, macs differ
+
+    @property
+    def params_delta(self) -> int:
+        return (self.b.params if self.b else 0) - (self.a.params if self.a else 0)
+
+    @property
+    def macs_delta(self) -> int:
+        return (self.b.macs if self.b else 0) - (self.a.macs if self.a else 0)
+
+
+@dataclass
+class Diff:
+    a: str
+    b: str
+    changes: list[Change]
+    params: tuple[int, int]     # totals in a, b
+    macs: tuple[int, int]
+
+
+def _sides(graph: Graph) -> dict[str, Side]:
+    counts = {c.node.name: c for c in node_counts(graph)}
+    out: dict[str, Side] = {}
+    for node in graph:
+        c = counts.get(node.name)
+        out[node.name] = Side(_kind(node), node.args.summary() if node.args else "",
+                              list(node.shape), c.params if c else 0, c.macs if c else 0)
+    return out
+
+
+def _kind(node: Node) -> str:
+    if node.op == INPUT or node.args is None:
+        return "input"
+    return f"norm {node.args.kind}" if node.op.endswith("norm") else node.op
+
+
+def diff(a: Graph, b: Graph) -> Diff:
+    sa, sb = _sides(a), _sides(b)
+    changes: list[Change] = []
+    # b's order, with each removed node placed after the b node that precedes it in a
+    order: list[str] = list(sb)
+    for i, name in enumerate(sa):
+        if name not in sb:
+            prev = [n for n in list(sa)[:i] if n in order]
+            order.insert(order.index(prev[-1]) + 1 if prev else 0, name)
+    for name in order:
+        x, y = sa.get(name), sb.get(name)
+        if x is None:
+            changes.append(Change(name, "added", None, y, []))
+        elif y is None:
+            changes.append(Change(name, "removed", x, None, []))
+        else:
+            what = [f for f in ("kind", "args", "shape", "params", "macs")
+                    if getattr(x, f) != getattr(y, f)]
+            if what:
+                changes.append(Change(name, "changed", x, y, what))
+    ca, cb = count(a), count(b)
+    return Diff(a.spec_file or a.name, b.spec_file or b.name, changes,
+                (ca.params, cb.params), (ca.macs, cb.macs))
+
+
+def _signed(n: int) -> str:
+    return f"{n:+,}" if n else "0"
+
+
+def _side_text(s: Side | None) -> str:
+    if s is None:
+        return "—"
+    kind = f"{s.kind}({s.args})" if s.args else s.kind
+    return f"{kind} → {fmt_shape(tuple(s.shape))}"
+
+
+def as_table(d: Diff) -> str:
+    if not d.changes:
+        body = ["no layer differs"]
+    else:
+        header = ("", "layer", f"in {d.a}", f"in {d.b}", "Δ params", "Δ MACs")
+        rows = [({"added": "+", "removed": "-", "changed": "~"}[c.status], c.name,
+                 _side_text(c.a), _side_text(c.b), _signed(c.params_delta),
+                 _signed(c.macs_delta)) for c in d.changes]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+
+        def line(cells: tuple[str, ...]) -> str:
+            return "  ".join(c.rjust(w) if i >= 4 else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+        body = [line(header), line(tuple("─" * w for w in widths)), *map(line, rows)]
+    (pa, pb), (ma, mb) = d.params, d.macs
+    n = {s: sum(c.status == s for c in d.changes) for s in ("added", "removed", "changed")}
+    return "\n".join([
+        f"{d.a} → {d.b}: {n['added']} added, {n['removed']} removed, {n['changed']} changed",
+        "", *body, "",
+        f"parameters  {pa:>14,} → {pb:>14,}   ({_signed(pb - pa)})",
+        f"MACs        {ma:>14,} → {mb:>14,}   ({_signed(mb - ma)})",
+    ])
+
+
+def as_json(d: Diff) -> str:
+    doc = {
+        "a": d.a, "b": d.b,
+        "params": {"a": d.params[0], "b": d.params[1], "delta": d.params[1] - d.params[0]},
+        "macs": {"a": d.macs[0], "b": d.macs[1], "delta": d.macs[1] - d.macs[0]},
+        "changes": [
+            {"name": c.name, "status": c.status, "what": c.what,
+             "a": asdict(c.a) if c.a else None, "b": asdict(c.b) if c.b else None,
+             "params_delta": c.params_delta, "macs_delta": c.macs_delta}
+            for c in d.changes
+        ],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+FORMATS = {"table": as_table, "json": as_json}
