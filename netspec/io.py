@@ -24,6 +24,12 @@ def check_writable(path: str | Path, force: bool = True) -> Path:
     return p
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None] | bytes) -> Path:
     """Write ``path`` atomically. ``write`` is the bytes, or a function that writes the
     file it is given (for libraries that want a path, like safetensors)."""
@@ -42,6 +48,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None] | bytes) -> Pat
             write(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would,
+        # or the mode of the file it replaces
+        os.chmod(tmp, target.stat().st_mode & 0o7777 if target.exists() else _default_mode())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
