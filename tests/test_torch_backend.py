@@ -178,9 +178,9 @@ def test_small_spec_structure_and_module_paths() -> None:
 
 
 def test_layer_named_like_a_module_attribute_is_refused_with_its_position() -> None:
-    g = spec("  - flatten\n  - linear: {out: 3, as: train}\n")
+    # refused when the spec is resolved (netspec validate), before any module exists
     with pytest.raises(netspec.SpecError, match="'train'") as e:
-        build(g)
+        build(spec("  - flatten\n  - linear: {out: 3, as: train}\n"))
     assert e.value.pos is not None and e.value.pos.line == 6
 
 
