@@ -24,6 +24,15 @@ class Pos:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+#: what str.splitlines breaks a line at: a message quoting user text must not contain them
+_LINE_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def one_line(message: str) -> str:
+    """``message`` with any line break in quoted user text escaped: one error, one line."""
+    return message.translate(str.maketrans(_LINE_BREAKS))
+
+
 class NetspecError(Exception):
     """Base class of every error netspec reports as bad input (exit status 2)."""
 
@@ -33,6 +42,9 @@ class NetspecError(Exception):
 class UsageError(NetspecError):
     """Bad input that has no position in a spec: a missing file, a bad flag value."""
 
+    def __str__(self) -> str:
+        return one_line(super().__str__())
+
 
 class SpecError(NetspecError):
     def __init__(self, message: str, pos: Pos | None = None) -> None:
@@ -41,7 +53,7 @@ class SpecError(NetspecError):
         self.pos = pos
 
     def __str__(self) -> str:
-        return f"{self.pos}: {self.message}" if self.pos else self.message
+        return one_line(f"{self.pos}: {self.message}" if self.pos else self.message)
 
 
 class SpecErrors(NetspecError):

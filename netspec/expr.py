@@ -53,7 +53,9 @@ def _tokenize(text: str) -> list[_Tok]:
         m = _TOKEN.match(text, i)
         if not m or m.end() == i:
             skipped = len(text[i:]) - len(text[i:].lstrip())
-            raise ExprError(f"unexpected character '{text[i + skipped]}'", i + skipped)
+            char = text[i + skipped]
+            shown = f"'{char}'" if char.isprintable() else repr(char)
+            raise ExprError(f"unexpected character {shown}", i + skipped)
         kind = m.lastgroup or ""
         if m.group(kind) == "**":
             raise ExprError("'**' (power) is not supported in expressions", m.start(kind))

@@ -95,6 +95,14 @@ def join(scope: str, name: str) -> str:
     return f"{scope}.{name}" if scope else name
 
 
+def _shown(text: str, quote: bool = False) -> str:
+    """Command-line text as it goes into a one-line message: control characters (a form
+    feed, a line separator) escaped, so the message stays one line."""
+    if text.isprintable():
+        return f"'{text}'" if quote else text
+    return repr(text)
+
+
 class Resolver:
     def __init__(self, doc: Document, spec: SpecModel, overrides: dict[str, Any]) -> None:
         self.doc = doc
@@ -132,7 +140,7 @@ class Resolver:
 
                 known = ", ".join(self.spec.vars) or "none"
                 raise UsageError(
-                    f"--set {name}: the spec has no var '{name}'"
+                    f"--set {_shown(name)}: the spec has no var {_shown(name, True)}"
                     f"{did_you_mean(name, self.spec.vars)} (its vars: {known})"
                 )
         for name, value in self.spec.vars.items():
@@ -143,7 +151,7 @@ class Resolver:
                 except ExprError as e:
                     from netspec.errors import UsageError
 
-                    raise UsageError(f"--set {name}={value}: {e}") from None
+                    raise UsageError(f"--set {name}={_shown(str(value))}: {e}") from None
             else:
                 env[name] = self.value(value, ("vars", name), env)
         return env
@@ -188,7 +196,8 @@ class Resolver:
         try:
             return evaluate(value, env)
         except ExprError as e:
-            raise SpecError(f"in '{value}': {e}", self._expr_pos(path, e.offset)) from None
+            raise SpecError(f"in {_shown(value, True)}: {e}", self._expr_pos(path, e.offset)
+                            ) from None
 
     def _expr_pos(self, path: Path, offset: int) -> Pos:
         """The position of character ``offset`` of the expression at ``path``, following
@@ -378,7 +387,7 @@ class Resolver:
             raise SpecError("norm needs a kind: batch, layer, instance, group or rms "
                             "(e.g. 'norm: batch')", self.doc.key(e.kind_path))
         kind = self.value(value, where, ctx.env)
-        if kind not in NORM_KINDS:
+        if not isinstance(kind, str) or kind not in NORM_KINDS:
             raise SpecError(f"unknown norm kind '{kind}'{did_you_mean(str(kind), NORM_KINDS)}"
                             f"; expected one of: {', '.join(NORM_KINDS)}", self.doc.pos(where))
         return NORM_KINDS[kind]

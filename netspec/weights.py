@@ -47,6 +47,16 @@ def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
             meta = f.metadata() or {}
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except (SafetensorError, OSError, ValueError) as e:
+        try:
+            with p.open("rb") as f:
+                head = f.read(4)
+        except OSError:
+            head = b""
+        if head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip, or a pickle
+            raise UsageError(
+                f"{p}: a pickled (torch.save) checkpoint, not safetensors; netspec never "
+                "unpickles weights: convert it where you trust it, e.g. "
+                "safetensors.torch.save_file(model.state_dict(), 'w.safetensors')") from None
         raise UsageError(f"{p}: not a readable safetensors file ({e})") from None
 
 

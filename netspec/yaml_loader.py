@@ -85,6 +85,21 @@ def _mark_pos(file: str, mark: Any) -> Pos:
     return Pos(file, mark.line + 1, mark.column + 1)
 
 
+def _reader_error(e: yaml.reader.ReaderError, text: str, file: str) -> SpecError:
+    """A character YAML does not allow, at its line and column (str(e) spans two lines)."""
+    # libyaml's position counts UTF-8 bytes, the pure-Python reader's characters: find the
+    # character the way the pure reader does, in characters
+    m = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    at = m.start() if m else min(max(e.position, 0), len(text))
+    before = text[:at]
+    line = before.count("\n") + 1
+    col = at - (before.rfind("\n") + 1) + 1
+    char = m.group() if m else (e.character if isinstance(e.character, str)
+                                else chr(e.character))
+    return SpecError(f"invalid YAML: character U+{ord(char):04X} is not allowed in YAML "
+                     "text (a control character?)", Pos(file, line, col))
+
+
 def load_file(path: str | FsPath) -> Document:
     p = FsPath(path)
     if not p.exists():
@@ -118,9 +133,14 @@ def load_text(text: str, file: str = "<string>") -> Document:
         raise SpecError(f"spec text is larger than {MAX_FILE_BYTES:,} bytes", Pos(file, 1, 1))
     if text.startswith("\ufeff"):
         text = text[1:]
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:  # the pure-Python reader checks on construction
+        raise _reader_error(e, text, file) from None
     try:
         root = loader.get_single_node()
+    except yaml.reader.ReaderError as e:  # a control character: no mark, a position
+        raise _reader_error(e, text, file) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = _mark_pos(file, mark) if mark else Pos(file, 1, 1)

@@ -319,7 +319,7 @@ class Gen:
                     for dil in (1, 2):
                         if transpose:
                             for p in range(3):
-                                for op in range(max(s, dil)):
+                                for op in range(s):  # onnxruntime: below stride
                                     size = (n - 1) * s - 2 * p + dil * (k - 1) + op + 1
                                     if 1 <= size <= MAX_HW:
                                         found.append((k, s, dil, p, op, size))
@@ -361,7 +361,9 @@ class Gen:
                     for p in range(k // 2 + 1):
                         for dil in ((1, 2) if kind == "maxpool" else (1,)):
                             size = _pool_out(n, k, s, p, dil, ceil)
-                            if 1 <= size <= MAX_HW:
+                            if 1 <= size <= MAX_HW and all(
+                                    any(0 <= i * s - p + j * dil < n for j in range(k))
+                                    for i in range(size)):  # no window of padding only
                                 found.append((k, s, p, dil, size))
             return found
 
@@ -384,6 +386,8 @@ class Gen:
         if len(shape) == 3 and shape[1] * shape[2] == 1:
             # instance statistics need more than one position (torch refuses [C, 1, 1])
             kinds = [k for k in kinds if k != "instance"]
+            if shape[0] == 1:  # nor can layer or group norm average one value
+                kinds = [k for k in kinds if k not in ("layer", "group")]
         k = d(st.sampled_from(kinds))
         o = Opts(self, "norm", NORM_FIELDS[k])
         o.take("kind", st.just(k), allowed=[k])
@@ -397,7 +401,8 @@ class Gen:
         else:
             o.take("affine", st.booleans(), True)
         if k == "group":
-            o.set("groups", d(st.sampled_from(divisors(shape[0]))))
+            many = [g for g in divisors(shape[0]) if shape[0] // g * shape[1] * shape[2] > 1]
+            o.set("groups", d(st.sampled_from(many)))
         if k == "rms":
             o.take("over", st.sampled_from(["channels", "channels+space"]), "channels")
         self.norm_log.append((k, dict(o.eff)))

@@ -8,8 +8,32 @@ import time
 
 from netspec.commands.common import add_spec_args, load_graph
 from netspec.errors import UsageError
+from netspec.graph import Graph
 from netspec.io import check_writable
 from netspec.kinds import fmt_shape
+
+#: Building a model larger than this at fp32 (parameters + buffers) needs --allow-large.
+#: A fixed figure, not a share of this machine's RAM, so a spec gets the same verdict on
+#: every machine (and in CI): 8 GB is ~2·10⁹ values, 14× the largest bundled spec
+#: (vgg16_bn, 0.55 GB), and a build needs at least this much memory before its forward.
+LARGE_MODEL_BYTES = 8 * 10**9
+
+
+def add_allow_large(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-large", action="store_true",
+                   help=f"build even when the weights need more than "
+                   f"{LARGE_MODEL_BYTES / 1e9:g} GB at fp32")
+
+
+def check_size(graph: Graph, allow_large: bool, source: str) -> None:
+    """Refuse, before anything is allocated, a model too large to build by accident."""
+    c = graph.params()
+    need = 4 * (c.params + c.buffers)
+    if need > LARGE_MODEL_BYTES and not allow_large:
+        raise UsageError(
+            f"{source}: spec '{graph.name}' has {c.params:,} parameters and {c.buffers:,} buffer "
+            f"values: building it needs {need / 1e9:,.1f} GB at fp32 (limit "
+            f"{LARGE_MODEL_BYTES / 1e9:g} GB); pass --allow-large to build it anyway")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -24,11 +48,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="save the initialised weights here")
     p.add_argument("--seed", type=int, default=0, help="torch seed for the initial weights")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
+    add_allow_large(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     graph = load_graph(args)
+    check_size(graph, args.allow_large, args.spec)  # before torch allocates anything
     if args.output:
         check_writable(args.output, force=args.force)  # refuse before the slow part
 

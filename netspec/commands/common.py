@@ -29,10 +29,25 @@ def parse_sets(sets: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
-        if isinstance(value, dict):
-            raise UsageError(f"--set {name}: a value is a number, a word or a list")
+        _check_set_value(name, value)
         out[name] = value
     return out
+
+
+def _check_set_value(name: str, value: Any) -> None:
+    """Numbers, words and (nested) lists of them; YAML aliases can make a list that
+    contains itself, or billions of elements from a few bytes: both refused."""
+    todo, seen = [(value, 0)], 0
+    while todo:
+        v, depth = todo.pop()
+        seen += 1
+        if isinstance(v, dict | set):
+            raise UsageError(f"--set {name}: a value is a number, a word or a list")
+        if depth > 32 or seen > 10_000:
+            raise UsageError(f"--set {name}: the value is nested too deep or too large "
+                             "(a recursive YAML alias?)")
+        if isinstance(v, list):
+            todo.extend((x, depth + 1) for x in v)
 
 
 def load_graph(args: argparse.Namespace) -> Graph:

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from netspec.commands.build import add_allow_large, check_size
 from netspec.commands.common import add_spec_args, load_graph
 from netspec.errors import UsageError
 from netspec.io import atomic_write, check_writable
@@ -39,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="skip the onnxruntime-vs-torch comparison (with --weights, torch "
                    "is never imported); the ONNX checker still runs")
     p.add_argument("--force", action="store_true", help="replace the output if it exists")
+    add_allow_large(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(run=run)
 
@@ -52,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.tolerance >= 0:
         raise UsageError(f"--tolerance {args.tolerance}: must be 0 or more")
     graph = load_graph(args)
+    if not args.weights or not args.no_verify:  # torch builds the model: refuse first
+        check_size(graph, args.allow_large, args.spec)
 
     weights = metadata = None
     if args.weights:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netspec.commands.build import add_allow_large, check_size
 from netspec.commands.common import add_spec_args, load_graph
 from netspec.errors import UsageError
 from netspec.io import check_writable
@@ -68,6 +69,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--sync-bn", action="store_true",
                    help="with several GPUs: BatchNorm statistics over the global batch")
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint")
+    add_allow_large(p)
     p.set_defaults(run=run)
 
 
@@ -106,6 +108,7 @@ def _settings(args: argparse.Namespace, resumed: dict[str, Any] | None) -> dict[
 
 def run(args: argparse.Namespace) -> int:
     graph = load_graph(args)
+    check_size(graph, args.allow_large, args.spec)  # before torch allocates anything
     out = Path(args.output)
     resume = Path(args.resume) if args.resume else None
     in_place = resume is not None and out.resolve() == resume.resolve()

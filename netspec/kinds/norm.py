@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from netspec.kinds.base import Float, LayerArgs, PosInt, Shape, ShapeError
+from netspec.kinds.base import Float, LayerArgs, PosInt, Shape, ShapeError, fmt_shape
 
 
 def _gamma_delta(c: int) -> dict[str, Shape]:
@@ -73,6 +73,13 @@ class LayerNorm(_Norm):
             return "none"
         return v
 
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        x = self.check_input(inputs)
+        if len(x) == 3 and x[0] * x[1] * x[2] == 1:
+            raise ShapeError("layer norm averages over channels and space, and a [1, 1, 1] "
+                             "input has one value: its output would be δ alone")
+        return x
+
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         x = self.check_input(inputs)
         if self.affine == "none":
@@ -114,6 +121,9 @@ class GroupNorm(_Norm):
         if x[0] % self.groups:
             raise ShapeError(f"groups={self.groups} does not divide the {x[0]} channels",
                              "groups")
+        if x[0] // self.groups * x[1] * x[2] == 1:
+            raise ShapeError(f"with groups={self.groups} each group of this {fmt_shape(x)} "
+                             "input holds one value: its output would be δ alone", "groups")
         return x
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:

@@ -39,6 +39,12 @@ class _WindowPool(LayerArgs):
             if o < 1 or span < 0:
                 raise ShapeError(f"window {ki} is larger than the {fmt_shape(inputs[0])} input",
                                  "k")
+            # a dilated window can step over the input and see only padding: its max is
+            # -inf in torch, and backends disagree on what follows
+            for i in range(o):
+                if not any(0 <= i * si - pi + j * di < n for j in range(ki)):
+                    raise ShapeError(f"window {i} (dilation {di}, pad {pi}) sees only padding "
+                                     f"of the {fmt_shape(inputs[0])} input", "pad")
             size.append(o)
         return (c, size[0], size[1])
 
