@@ -65,7 +65,7 @@ def _sides(graph: Graph) -> dict[str, Side]:
 def _kind(node: Node) -> str:
     if node.op == INPUT or node.args is None:
         return "input"
-    return f"norm {node.args.kind}" if node.op.endswith("norm") else node.op
+    return node.args.display()
 
 
 def diff(a: Graph, b: Graph) -> Diff:

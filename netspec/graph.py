@@ -52,12 +52,19 @@ class Graph:
     name: str
     input_shape: Shape
     nodes: dict[str, Node]
-    output: str
+    #: the nodes whose values the network returns, in the spec's order
+    outputs: tuple[str, ...]
     scopes: dict[str, Scope] = field(default_factory=dict)
     task: str = "classification"
     spec_file: str = ""
     spec_text: str = ""
     vars: dict[str, Any] = field(default_factory=dict)
+    #: the outputs' names as the spec's ``outputs:`` gives them (ONNX output names), or
+    #: ``("output",)`` for a network with its one output by default
+    output_names: tuple[str, ...] = ("output",)
+    #: node names in the order their tensors register, where it differs from node order
+    #: (a shortcut registered first, a layer scale held by its block); None: node order
+    register_order: tuple[str, ...] | None = None
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes.values())
@@ -74,8 +81,23 @@ class Graph:
         return [n for n in self.nodes.values() if n.op != INPUT]
 
     @property
+    def output(self) -> str:
+        """The network's output node; for several outputs, the first."""
+        return self.outputs[0]
+
+    @property
     def output_shape(self) -> Shape:
         return self.nodes[self.output].shape
+
+    @property
+    def output_shapes(self) -> list[Shape]:
+        return [self.nodes[o].shape for o in self.outputs]
+
+    def registration(self) -> list[Node]:
+        """Every layer in the order its tensors register (state_dict order)."""
+        if self.register_order is None:
+            return self.layers
+        return [self.nodes[n] for n in self.register_order]
 
     @property
     def spec_sha256(self) -> str:
@@ -87,7 +109,7 @@ class Graph:
     def param_shapes(self) -> dict[str, Shape]:
         """Every parameter, by its state_dict name, in registration order."""
         out: dict[str, Shape] = {}
-        for node in self.layers:
+        for node in self.registration():
             assert node.args is not None
             for key, shape in node.args.param_shapes(self.input_shapes(node)).items():
                 out[f"{node.name}.{key}"] = shape
@@ -96,7 +118,7 @@ class Graph:
     def buffer_shapes(self) -> dict[str, Shape]:
         """Every statistics buffer (BN running mean and variance), by state_dict name."""
         out: dict[str, Shape] = {}
-        for node in self.layers:
+        for node in self.registration():
             assert node.args is not None
             for key, shape in node.args.buffer_shapes(self.input_shapes(node)).items():
                 out[f"{node.name}.{key}"] = shape

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from netspec.kinds import NORM_KINDS, OPS, SPEC_KINDS
+from netspec.kinds import FAMILIES, NORM_KINDS, SPEC_KINDS
 from netspec.spec import SpecModel
 
 EXPRESSION = {"type": "string", "pattern": r"\$",
@@ -15,8 +15,11 @@ COMMON = {
     "as": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
            "description": "a name for this layer: its module name, and a reference for "
                           "add/concat"},
-    "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, EXPRESSION],
+    "repeat": {"anyOf": [{"type": "integer", "minimum": 0}, EXPRESSION],
                "description": "repeat this layer or block n times; $i is the index"},
+    "input": {"type": "string",
+              "description": "read this earlier tensor (name, in, name.i) instead of the "
+                             "current one"},
 }
 
 
@@ -39,9 +42,10 @@ def spec_schema() -> dict[str, Any]:
     for op in SPEC_KINDS:
         if op == "norm":
             continue
+        cls = FAMILIES[op][None]
         kinds[op] = {"anyOf": [{"$ref": f"#/$defs/{op}"}, {"type": "null"}]
-                     + ([{"type": ["string", "number", "array"]}] if OPS[op].shorthand else [])}
-        defs[op] = _options(OPS[op].model_json_schema(by_alias=True))
+                     + ([{"type": ["string", "number", "array"]}] if cls.shorthand else [])}
+        defs[op] = _options(cls.model_json_schema(by_alias=True))
     norm_props: dict[str, Any] = {}
     for cls in NORM_KINDS.values():
         for name, p in _options(cls.model_json_schema())["properties"].items():
@@ -55,6 +59,13 @@ def spec_schema() -> dict[str, Any]:
                          "properties": {"body": body,
                                         "shortcut": {"anyOf": [{"enum": ["auto", "identity"]},
                                                                _layer_list()]},
+                                        "combine": {"enum": ["add", "concat"]},
+                                        "shortcut_first": {"type": "boolean"}, **COMMON}}
+    kinds["parallel"] = {"type": "object", "required": ["branches"],
+                         "additionalProperties": False,
+                         "properties": {"branches": {"type": "array", "minItems": 1, "items": {
+                             "anyOf": [{"const": "identity"}, _layer_list(),
+                                       {"$ref": "#/$defs/layer"}]}},
                                         "combine": {"enum": ["add", "concat"]}, **COMMON}}
     kinds["dense"] = {"type": "object", "required": ["n", "body"], "additionalProperties": False,
                       "properties": {"n": {"anyOf": [{"type": "integer", "minimum": 1},

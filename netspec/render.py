@@ -87,9 +87,13 @@ def picture(graph: Graph, depth: int | None = None) -> Picture:
             kind = "input"
         else:
             summary = node.args.summary()
-            op = f"norm {node.args.kind}" if node.op.endswith("norm") else node.op
+            op = node.args.display()
             kind = f"{op}({summary})" if summary else op
         boxes[key] = Box(key, kind, node.shape, counts.get(node.name, 0), i, i)
+
+    if graph.output_names != ("output",):  # outputs the spec named: say which
+        for node_name, name in zip(graph.outputs, graph.output_names, strict=True):
+            boxes[box_of[node_name]].kind += f" ⇒ output {name}"
 
     edges: list[tuple[str, str, bool]] = []
     seen: set[tuple[str, str]] = set()

@@ -50,14 +50,18 @@ def rows(graph: Graph, depth: int | None = None) -> list[Row]:
             continue
         assert n.args is not None
         summary = n.args.summary()
-        kind = f"{_kind(n.op, n.args)}({summary})" if summary else _kind(n.op, n.args)
+        kind = f"{n.args.display()}({summary})" if summary else n.args.display()
         out.append(Row(n.name, kind, n.shape, c.params, c.buffers, c.macs, c.formula, n.note,
                        len(parts) - 1))
     return out
 
 
-def _kind(op: str, args: Any) -> str:
-    return f"norm {args.kind}" if op.endswith("norm") else op
+def outputs_text(graph: Graph) -> str:
+    """``[1000]``, or ``p3 [144, 80, 80], p4 […]`` for several named outputs."""
+    if graph.output_names == ("output",):
+        return fmt_shape(graph.output_shape)
+    return ", ".join(f"{name} {fmt_shape(graph[node].shape)}"
+                     for node, name in zip(graph.outputs, graph.output_names, strict=True))
 
 
 def totals(graph: Graph) -> dict[str, Any]:
@@ -77,6 +81,8 @@ def as_json(graph: Graph, depth: int | None = None) -> str:
         "task": graph.task,
         "input": list(graph.input_shape),
         "output": list(graph.output_shape),
+        "outputs": [{"name": name, "layer": node, "shape": list(graph[node].shape)}
+                    for node, name in zip(graph.outputs, graph.output_names, strict=True)],
         **totals(graph),
         "layers": [
             {"name": r.name, "kind": r.kind, "shape": list(r.shape), "params": r.params,
@@ -181,7 +187,7 @@ def as_table(graph: Graph, depth: int | None = None, color: bool = False) -> str
     t = totals(graph)
     rule = "─" * (sum(widths[:5]) + 8)
     lines = [f"{bold}{graph.name}{off}: {fmt_shape(graph.input_shape)} → "
-             f"{fmt_shape(graph.output_shape)} ({graph.task})", "", line(header),
+             f"{outputs_text(graph)} ({graph.task})", "", line(header),
              line(tuple("─" * w for w in widths))]
     lines += [f"{style}{line(b)}{off if style else ''}" for b, style in zip(body, styles,
                                                                              strict=True)]
@@ -200,7 +206,7 @@ def as_markdown(graph: Graph, depth: int | None = None) -> str:
     """A GitHub-flavoured markdown table, for READMEs."""
     t = totals(graph)
     lines = [f"**{graph.name}**: {fmt_shape(graph.input_shape)} → "
-             f"{fmt_shape(graph.output_shape)} ({graph.task})", "",
+             f"{outputs_text(graph)} ({graph.task})", "",
              "| layer | kind | output | params | MACs | formula / note |",
              "|---|---|---|---:|---:|---|"]
     for r in rows(graph, depth):

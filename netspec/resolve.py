@@ -8,7 +8,12 @@ Naming (these names become module paths and state_dict keys, so they are stable)
   scope whose children are ``0`` … ``n-1``;
 - a residual's body lives in the enclosing scope (as torchvision's blocks do); its
   shortcut layers in ``shortcut`` (``shortcut2``…); the merge is ``add{n}``/``cat{n}``;
-- a dense block is a scope; layer i of it is the scope ``i``.
+- a dense block is a scope; layer i of it is the scope ``i``;
+- a parallel block's branches are the scopes ``branch1`` … in the enclosing scope;
+- a split named ``x`` is a scope whose part nodes are ``x.0``, ``x.1``….
+
+References (merges' lists, ``input:``, ``outputs:``): ``name``, ``in`` (the enclosing
+block's input), ``name.i`` (copy i of a repeat, part i of a split), ``name.*`` (all).
 """
 
 from __future__ import annotations
@@ -22,16 +27,19 @@ from pydantic import ValidationError
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
 from netspec.expr import ExprError, evaluate, is_expression
 from netspec.graph import INPUT, Graph, Node, Scope
-from netspec.kinds import KIND_HINTS, NORM_KINDS, OPS, SPEC_KINDS, LayerArgs, Shape, ShapeError
+from netspec.kinds import FAMILIES, KIND_HINTS, NORM_KINDS, SPEC_KINDS, LayerArgs, Shape, ShapeError
 from netspec.kinds.base import fmt_shape
 from netspec.kinds.conv import Conv
 from netspec.kinds.linear import Linear
 from netspec.kinds.merge import Add, Concat
+from netspec.kinds.split import Split
 from netspec.spec import IDENTIFIER, SpecModel, errors_from_pydantic, is_required
 from netspec.yaml_loader import Document, Path
 
-STRUCTURES = ("residual", "dense")
-COMMON_KEYS = ("as", "repeat")
+STRUCTURES = ("residual", "dense", "parallel")
+COMMON_KEYS = ("as", "repeat", "input")
+#: the name that refers to the enclosing block's input (the network's, at top level)
+BLOCK_INPUT = "in"
 MAX_REPEAT = 10_000
 MAX_NODES = 100_000
 MAX_BLOCK_DEPTH = 32
@@ -53,8 +61,10 @@ RESERVED_NAMES = frozenset("""
     to_empty to_folder train training type xpu zero_grad
 """.split())
 
-RESIDUAL_KEYS = ("body", "shortcut", "combine")
+RESIDUAL_KEYS = ("body", "shortcut", "combine", "shortcut_first")
 DENSE_KEYS = ("n", "body", "combine")
+PARALLEL_KEYS = ("branches", "combine")
+STRUCTURE_KEYS = {"residual": RESIDUAL_KEYS, "dense": DENSE_KEYS, "parallel": PARALLEL_KEYS}
 
 
 @dataclass
@@ -75,14 +85,15 @@ class Ctx:
 
     scope: str
     env: dict[str, Any]
-    names: ChainMap[str, str]
+    #: name → node; ``m.*`` → every copy of a repeat (or part of a split), in order
+    names: ChainMap[str, str | tuple[str, ...]]
     taken: set[str] = field(default_factory=set)
     counters: dict[str, int] = field(default_factory=dict)
     stack: tuple[tuple[str, Pos], ...] = ()
 
     def child(self, scope: str, env: dict[str, Any] | None = None,
-              names: ChainMap[str, str] | None = None, block: tuple[str, Pos] | None = None
-              ) -> Ctx:
+              names: ChainMap[str, str | tuple[str, ...]] | None = None,
+              block: tuple[str, Pos] | None = None) -> Ctx:
         return Ctx(
             scope=scope,
             env=self.env if env is None else env,
@@ -117,20 +128,60 @@ class Resolver:
         self.global_env = self._vars()
         input_shape = self._input_shape()
         self.nodes[INPUT] = Node(INPUT, INPUT, None, (), input_shape, self.doc.pos(("input",)))
-        ctx = Ctx(scope="", env=self.global_env, names=ChainMap(), taken={INPUT})
+        ctx = Ctx(scope="", env=self.global_env, names=ChainMap({BLOCK_INPUT: INPUT}),
+                  taken={INPUT})
         out = self.sequence(self.spec.layers, ("layers",), ctx, INPUT)
-        task = self._task(self.nodes[out].shape)
+        outputs, names = self._outputs(ctx, out)
+        task = self._task([self.nodes[o].shape for o in outputs])
         return Graph(
             name=self.spec.name,
             input_shape=input_shape,
             nodes=self.nodes,
-            output=out,
+            outputs=outputs,
             scopes=self.scopes,
             task=task,
             spec_file=self.doc.file,
             spec_text=self.doc.text,
             vars=dict(self.global_env),
+            output_names=names,
+            register_order=self._register_order(),
         )
+
+    def _outputs(self, ctx: Ctx, last: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The spec's ``outputs:`` as nodes (and their names), or the last layer."""
+        if self.spec.outputs is None:
+            return (last,), ("output",)
+        nodes: list[str] = []
+        seen: dict[str, str] = {}
+        for i, ref in enumerate(self.spec.outputs):
+            where = self.doc.pos(("outputs", i))
+            if ref in seen.values():
+                raise SpecError(f"outputs: '{ref}' is named twice", where)
+            node = self.reference(ref, ctx, where, what="outputs")
+            if node in seen:
+                raise SpecError(f"outputs: '{ref}' is the same tensor as '{seen[node]}'",
+                                where)
+            seen[node] = ref
+            nodes.append(node)
+        return tuple(nodes), tuple(self.spec.outputs)
+
+    def _register_order(self) -> tuple[str, ...] | None:
+        """Node order, except that a layer registering first (a block's own layer scale)
+        moves before the other layers of its scope."""
+        early = [n for n in self.nodes.values() if n.args is not None
+                 and n.args.registers_first()]
+        if not early:
+            return None
+        order = [n for n in self.nodes if n != INPUT]
+        for node in early:
+            i = order.index(node.name)
+            del order[i]
+            prefix = f"{node.scope}." if node.scope else ""
+            j = i
+            while j > 0 and order[j - 1].startswith(prefix):
+                j -= 1
+            order.insert(j, node.name)
+        return tuple(order)
 
     def _vars(self) -> dict[str, Any]:
         env: dict[str, Any] = {}
@@ -169,7 +220,14 @@ class Resolver:
                             "neither", self.doc.pos(("input",)))
         return tuple(shape)
 
-    def _task(self, out: Shape) -> str:
+    def _task(self, shapes: list[Shape]) -> str:
+        if len(shapes) > 1 or self.spec.task == "features":
+            if self.spec.task not in (None, "features"):
+                raise SpecError(f"task {self.spec.task} needs one output, but the spec names "
+                                f"{len(shapes)}; use task: features",
+                                self.doc.pos(("task",)))
+            return "features"
+        out = shapes[0]
         inferred = "classification" if len(out) == 1 else "segmentation"
         task = self.spec.task or inferred
         want = {"classification": 1, "segmentation": 3}[task]
@@ -238,6 +296,8 @@ class Resolver:
             if isinstance(value, dict):
                 return Entry(kind, dict(value), {k: (*kpath, k) for k in value}, path, kpath)
             cls = self._op_class(kind, {})
+            if cls is None and kind not in STRUCTURES and kind not in self.spec.blocks:
+                raise self.unknown_kind(Entry(kind, {}, {}, path, kpath))
             if cls is not None and cls.shorthand:
                 return Entry(kind, {cls.shorthand: value}, {cls.shorthand: kpath}, path, kpath)
             if cls is not None and cls.shorthand_refusal:
@@ -255,11 +315,12 @@ class Resolver:
                         self.doc.pos(path))
 
     def _op_class(self, kind: str, args: dict[str, Any]) -> type[LayerArgs] | None:
-        if kind == "norm":
-            return NORM_KINDS.get(str(args.get("kind")), NORM_KINDS["batch"])
-        if kind in OPS and kind not in {c.op for c in NORM_KINDS.values()}:
-            return OPS[kind]
-        return None
+        family = FAMILIES.get(kind)
+        if family is None:
+            return None
+        if None in family:
+            return family[None]
+        return family.get(args.get("kind"), next(iter(family.values())))
 
     def unknown_kind(self, e: Entry) -> SpecError:
         choices = [*SPEC_KINDS, *STRUCTURES, *self.spec.blocks]
@@ -285,23 +346,35 @@ class Resolver:
         e = self.parse_entry(raw, path)
         as_name = self._as_name(e, ctx)
         repeat = self._repeat(e, ctx)
+        if "input" in e.args:
+            where = e.paths["input"]
+            ref = self.value(e.args.pop("input"), where, ctx.env)
+            x = self.reference(ref, ctx, self.doc.pos(where), what="input")
         if repeat is None:
             out = self._one(e, ctx, x, as_name)
             if as_name:
                 ctx.names[as_name] = out
             return out
+        if repeat == 0:  # a stage a scale variant shrinks away: the tensor passes through
+            if as_name:
+                self._claim(as_name, ctx, e)
+                ctx.names[as_name] = x
+                ctx.names[f"{as_name}.*"] = ()
+            return x
         container = self._claim(as_name or self._auto(ctx, e.kind), ctx, e)
         scope = join(ctx.scope, container)
         self._scope(scope, "repeat", f"{e.kind} × {repeat}", e)
         inner = ctx.child(scope, names=ctx.names)
+        copies = []
         for i in range(repeat):
             inner.env = {**ctx.env, "i": i}
-            if e.kind in self.spec.blocks or e.kind in STRUCTURES:
-                x = self._one(e, inner, x, str(i))
-            else:
-                x = self.layer(e, inner, x, str(i))
+            x = self._one(e, inner, x, str(i))
+            copies.append(x)
+            if as_name:
+                ctx.names[f"{as_name}.{i}"] = x
         if as_name:
             ctx.names[as_name] = x
+            ctx.names[f"{as_name}.*"] = tuple(copies)
         return x
 
     def _one(self, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
@@ -311,9 +384,37 @@ class Resolver:
             out = self.residual(e, ctx, x, name)
         elif e.kind == "dense":
             out = self.dense(e, ctx, x, self._claim(name or self._auto(ctx, "dense"), ctx, e))
+        elif e.kind == "parallel":
+            out = self.parallel(e, ctx, x, name)
         else:
             out = self.layer(e, ctx, x, name)
         return out
+
+    def reference(self, ref: Any, ctx: Ctx, where: Pos, what: str) -> str:
+        """The node one name refers to (``in``, ``name``, ``name.i``)."""
+        nodes = self.references(ref, ctx, where, what)
+        if len(nodes) != 1:
+            raise SpecError(f"{what}: '{ref}' names {len(nodes)} tensors; name one", where)
+        return nodes[0]
+
+    def references(self, ref: Any, ctx: Ctx, where: Pos, what: str) -> list[str]:
+        """The nodes a name refers to: one, or every copy/part for ``name.*``."""
+        if not isinstance(ref, str):
+            raise SpecError(f"{what}: expected the name of an earlier layer, not "
+                            f"{_describe(ref)}", where)
+        found = ctx.names.get(ref)
+        if found is None:
+            base, dot, _ = ref.rpartition(".")
+            if dot and f"{base}.*" in ctx.names:
+                n = len(ctx.names[f"{base}.*"])
+                why = (f"'{base}' has {n} (from {base}.0 to {base}.{n - 1})" if n
+                       else f"'{base}' has none (repeat: 0)")
+                raise SpecError(f"{what}: no '{_shown(ref)}': {why}", where)
+            known = ", ".join(k for k in ctx.names if k != BLOCK_INPUT
+                              and not k.endswith(".*") and "." not in k) or "none yet"
+            raise SpecError(f"no earlier layer is named '{_shown(ref)}'"
+                            f"{did_you_mean(ref, ctx.names)} (names in sight: {known})", where)
+        return [found] if isinstance(found, str) else list(found)
 
     def _as_name(self, e: Entry, ctx: Ctx) -> str | None:
         if "as" not in e.args:
@@ -325,6 +426,9 @@ class Resolver:
         if name == INPUT:
             raise SpecError("as: 'input' is reserved for the network's input",
                             self.doc.pos(e.paths["as"]))
+        if name == BLOCK_INPUT:
+            raise SpecError("as: 'in' is reserved: it names the input of the enclosing block",
+                            self.doc.pos(e.paths["as"]))
         if name.startswith("_") or name in RESERVED_NAMES:
             raise SpecError(f"as: '{name}' is reserved (torch modules use it for themselves); "
                             "choose another name", self.doc.pos(e.paths["as"]))
@@ -334,8 +438,8 @@ class Resolver:
         if "repeat" not in e.args:
             return None
         n = self.value(e.args.pop("repeat"), e.paths["repeat"], ctx.env)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_REPEAT:
-            raise SpecError(f"repeat must be an integer from 1 to {MAX_REPEAT:,}, got {n!r}",
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= MAX_REPEAT:
+            raise SpecError(f"repeat must be an integer from 0 to {MAX_REPEAT:,}, got {n!r}",
                             self.doc.pos(e.paths["repeat"]))
         return n
 
@@ -402,24 +506,47 @@ class Resolver:
                 err, self.doc, base=e.kind_path, prefix=f"{e.kind}: ", paths=paths,
                 fields={f.alias or n: f for n, f in cls.model_fields.items()},
                 data=args)) from None
-        ins = [x, *self._refs(model, e, ctx)] if cls.arity is None else [x]
+        if isinstance(model, Split):
+            return self.split(model, e, ctx, x, name, paths)
+        ins = self._refs(model, e, ctx, x) if cls.arity is None else [x]
         return self.add_node(model, ins, name, ctx, e, paths=paths)
 
-    def _refs(self, model: LayerArgs, e: Entry, ctx: Ctx) -> list[str]:
-        refs = []
+    def _refs(self, model: LayerArgs, e: Entry, ctx: Ctx, x: str) -> list[str]:
+        """A merge's inputs: the current tensor, then the named ones — or the named ones
+        alone, in their order, when they include the current tensor."""
+        refs: list[str] = []
         names = getattr(model, "from_", [])
         if not names:
             raise SpecError(f"{e.kind} needs the names of earlier layers to merge with, e.g. "
                             f"{e.kind}: [enc1]", self.doc.key(e.kind_path))
         for i, ref in enumerate(names):
-            if ref not in ctx.names:
-                where = (*e.paths.get("from", e.kind_path), i)
-                known = ", ".join(ctx.names) or "none yet"
-                raise SpecError(f"no earlier layer is named '{ref}'"
-                                f"{did_you_mean(ref, ctx.names)} (names in sight: {known})",
-                                self.doc.pos(where))
-            refs.append(ctx.names[ref])
-        return refs
+            where = self.doc.pos((*e.paths.get("from", e.kind_path), i))
+            refs += self.references(ref, ctx, where, what=e.kind)
+        if x in refs:
+            return refs
+        return [x, *refs]
+
+    def split(self, model: Split, e: Entry, ctx: Ctx, x: str, name: str | None,
+              paths: dict[str, Path]) -> str:
+        """One node per part, ``x.0`` … in the split's scope; the last is the current."""
+        local = self._claim(name, ctx, e) if name else self._auto(ctx, model.auto_name)
+        ctx.taken.add(local)
+        scope = join(ctx.scope, local)
+        try:
+            sizes = model.part_sizes(self.nodes[x].shape[0])
+        except ShapeError as err:
+            field_path = paths.get(err.field or "")
+            where = self.doc.pos(field_path) if field_path else self.doc.key(e.kind_path)
+            raise SpecError(f"{e.kind}: {err}", where) from None
+        self._scope(scope, "split", f"split {sizes}", e)
+        inner = ctx.child(scope)
+        parts = tuple(self.add_node(model.part(i), [x], str(i), inner, e, paths=paths)
+                      for i in range(len(sizes)))
+        if name is not None and not name.isdigit():  # a name of its own, not a repeat copy's
+            for i, part in enumerate(parts):
+                ctx.names[f"{name}.{i}"] = part
+            ctx.names[f"{name}.*"] = parts
+        return parts[-1]
 
     def add_node(self, model: LayerArgs, inputs: list[str], name: str | None, ctx: Ctx,
                  e: Entry, note: str = "", paths: dict[str, Path] | None = None) -> str:
@@ -469,7 +596,8 @@ class Resolver:
         scope = join(ctx.scope, local)
         shown = ", ".join(f"{a}={env[a]}" for a in block.args)
         self._scope(scope, "block", f"{e.kind}({shown})" if shown else e.kind, e)
-        inner = ctx.child(scope, env=env, names=ChainMap(), block=(e.kind, use_pos))
+        inner = ctx.child(scope, env=env, names=ChainMap({BLOCK_INPUT: x}),
+                          block=(e.kind, use_pos))
         try:
             return self.sequence(block.layers, ("blocks", e.kind, "layers"), inner, x)
         except SpecErrors as errs:
@@ -501,9 +629,15 @@ class Resolver:
         """out = combine(body(x), shortcut(x))."""
         self._structure_opts(e, RESIDUAL_KEYS)
         merge = self._combine(e, ctx, "add")
+        first = self.value(e.args.get("shortcut_first", False),
+                           e.paths.get("shortcut_first", e.kind_path), ctx.env)
+        if not isinstance(first, bool):
+            raise SpecError(f"residual: shortcut_first is true or false, not {first!r}",
+                            self.doc.pos(e.paths["shortcut_first"]))
         start = len(self.nodes)
         y = self.sequence(e.args["body"], e.paths["body"], ctx, x)
         body = list(self.nodes.values())[start:]
+        body_end = len(self.nodes)
         shortcut = self.value(e.args.get("shortcut", "auto"), e.paths.get("shortcut", e.path),
                               ctx.env)
         x_shape, y_shape = self.nodes[x].shape, self.nodes[y].shape
@@ -527,7 +661,43 @@ class Resolver:
         else:
             raise SpecError(f"residual: shortcut is auto, identity or a list of layers, not "
                             f"{shortcut!r}", self.doc.pos(e.paths["shortcut"]))
+        if first and len(self.nodes) > body_end:
+            # the shortcut reads only x, so running it before the body keeps the order
+            # topological; its tensors then register first, as torchvision's RegNet
+            items = list(self.nodes.items())
+            self.nodes = dict(items[:start] + items[body_end:] + items[start:body_end])
+            note += ", registered before the body"
         return self.add_node(merge(), [y, s], name, ctx, e, note=note)
+
+    def parallel(self, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
+        """Every branch reads x; the outputs merge (concat by default) in branch order."""
+        for key in e.args:
+            if key not in PARALLEL_KEYS:
+                raise SpecError(f"parallel: unknown key '{key}'"
+                                f"{did_you_mean(key, PARALLEL_KEYS)}; expected one of: "
+                                f"{', '.join(PARALLEL_KEYS)}", self.doc.key(e.paths[key]))
+        branches = e.args.get("branches")
+        if not isinstance(branches, list) or not branches:
+            raise SpecError("parallel needs branches: a list whose items are each a layer, a "
+                            "list of layers, or identity",
+                            self.doc.pos(e.paths["branches"]) if "branches" in e.paths
+                            else self.doc.key(e.kind_path))
+        merge = self._combine(e, ctx, "concat")
+        outs = []
+        for i, branch in enumerate(branches):
+            path = (*e.paths["branches"], i)
+            if branch == "identity":
+                outs.append(x)
+                continue
+            n = i + 1
+            while f"branch{n}" in ctx.taken:
+                n += 1
+            ctx.taken.add(f"branch{n}")
+            scope = join(ctx.scope, f"branch{n}")
+            self._scope(scope, "branch", f"branch {i + 1}", e)
+            outs.append(self.sequence(branch, path, ctx.child(scope), x))
+        return self.add_node(merge(), outs, name, ctx, e,
+                             note=f"parallel, {len(outs)} branches")
 
     def _auto_scope(self, ctx: Ctx, base: str) -> str:
         n = 1
@@ -540,7 +710,7 @@ class Resolver:
                     ) -> tuple[str, str]:
         """Auto shortcut: 1×1 conv (or linear) with the body's stride + the body's norm."""
         x_shape, y_shape = self.nodes[x].shape, self.nodes[y].shape
-        norm = next((n.args for n in body if n.op in {c.op for c in NORM_KINDS.values()}), None)
+        norm = next((n.args for n in body if n.args is not None and n.args.is_norm), None)
         local = self._auto_scope(ctx, "shortcut")
         scope = join(ctx.scope, local)
         self._scope(scope, "shortcut", "projection shortcut", e)
@@ -627,12 +797,8 @@ def check_defaults(doc: Document, spec: SpecModel) -> list[SpecError]:
     """Every ``defaults`` key names a kind, and every option in it exists for that kind."""
     errors = []
     for kind, options in spec.defaults.items():
-        if kind == "norm":
-            fields = set().union(*({f.alias or n for n, f in c.model_fields.items()}
-                                   for c in NORM_KINDS.values()))
-        elif kind in OPS and kind in SPEC_KINDS:
-            cls = OPS[kind]
-            fields = {f.alias or n for n, f in cls.model_fields.items()}
+        if kind in FAMILIES:
+            fields = set().union(*(c.option_names() for c in FAMILIES[kind].values()))
         else:
             errors.append(SpecError(
                 f"defaults: unknown layer kind '{kind}'{did_you_mean(kind, SPEC_KINDS)}",
@@ -670,18 +836,22 @@ def lint_layers(doc: Document, spec: SpecModel) -> list[SpecError]:
                 known: tuple[str, ...] | None = tuple(spec.blocks[e.kind].args)
                 what = f"block '{e.kind}' has no arg"
             elif e.kind in STRUCTURES:
-                known = RESIDUAL_KEYS if e.kind == "residual" else DENSE_KEYS
+                known = STRUCTURE_KEYS[e.kind]
                 what = f"{e.kind}: unknown key"
                 for key in ("body", "shortcut"):
                     if isinstance(own.get(key), list | dict) or (
                             key == "body" and isinstance(own.get(key), str)):
                         walk(own[key], e.paths[key])
+                if isinstance(own.get("branches"), list):
+                    for i, branch in enumerate(own["branches"]):
+                        if branch != "identity":
+                            walk(branch, (*e.paths["branches"], i))
             elif e.kind == "norm":
                 cls = NORM_KINDS.get(str(own.get("kind")))
-                known = tuple(f.alias or n for n, f in cls.model_fields.items()) if cls else None
+                known = cls.option_names() if cls else None
                 what = f"norm {own.get('kind')}: unknown option"
-            elif e.kind in OPS and e.kind in SPEC_KINDS:
-                known = tuple(f.alias or n for n, f in OPS[e.kind].model_fields.items())
+            elif e.kind in FAMILIES:
+                known = FAMILIES[e.kind][None].option_names()
                 what = f"{e.kind}: unknown option"
             else:
                 errors.append(r.unknown_kind(e))

@@ -41,10 +41,15 @@ class SpecModel(BaseModel):
     netspec: Literal[1] = Field(description="format version of the spec")
     name: Annotated[str, Field(min_length=1, max_length=200)]
     description: str | None = None
-    task: Literal["classification", "segmentation"] | None = Field(
+    task: Literal["classification", "segmentation", "features"] | None = Field(
         default=None,
-        description="inferred from the output shape when absent: [K] classification, "
-        "[K, H, W] segmentation",
+        description="inferred when absent: [K] classification, [K, H, W] segmentation, "
+        "several outputs features",
+    )
+    outputs: Annotated[list[str], Field(min_length=1, max_length=64)] | None = Field(
+        default=None,
+        description="the layers whose values the network returns, in order (default: the "
+        "last layer)",
     )
     input: Annotated[list[int | str], Field(min_length=1, max_length=3)] = Field(
         description="input shape without the batch axis: [C, H, W], or [F]"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from reference_nets import REFERENCE_MODELS
+from zoo import REFERENCES
 
 import netspec
 from netspec.graph import Graph
@@ -24,6 +24,12 @@ TORCHVISION_PARAMS = {
     "vgg16_bn": 138_365_992,
     "densenet121": 7_978_856,
     "mobilenet_v2": 3_504_872,
+    "efficientnet_b0": 5_288_548,
+    "mobilenet_v3_small": 2_542_856,
+    "mobilenet_v3_large": 5_483_032,
+    "convnext_tiny": 28_589_128,
+    "shufflenet_v2_x1_0": 2_278_604,
+    "regnet_y_400mf": 4_344_144,
 }
 
 
@@ -33,13 +39,13 @@ def ordered_shapes(graph: Graph) -> list[tuple[int, ...]]:
     by_node: dict[str, list[tuple[int, ...]]] = {}
     for key, shape in (*params.items(), *buffers.items()):  # params first, per node
         by_node.setdefault(key.rpartition(".")[0], []).append(tuple(shape))
-    out = [shape for node in graph.layers for shape in by_node.pop(node.name, [])]
+    out = [shape for node in graph.registration() for shape in by_node.pop(node.name, [])]
     assert not by_node and len(out) == len(params) + len(buffers)
     return out
 
 
 def reference_shapes(name: str) -> list[tuple[int, ...]]:
-    state = REFERENCE_MODELS[name]().state_dict()
+    state = REFERENCES[name]().state_dict()
     return [tuple(t.shape) for k, t in state.items() if not k.endswith("num_batches_tracked")]
 
 

@@ -550,14 +550,21 @@ def test_named_skips_concat_and_add() -> None:
 
 def test_a_named_repeat_refers_to_its_last_output() -> None:
     g = netspec.loads(spec("- conv: {out: \"$i + 1\", k: 3, repeat: 2, as: r}\n"
-                           "- concat: [r]\n"))
-    assert g["cat1"].inputs == ("r.1", "r.1") and g["cat1"].shape == (4, 8, 8)
+                           "- relu\n- concat: [r]\n"))
+    assert g["cat1"].inputs == ("relu1", "r.1") and g["cat1"].shape == (4, 8, 8)
+
+
+def test_a_list_naming_the_current_tensor_is_taken_as_written() -> None:
+    g = netspec.loads(spec("- conv: {out: 2, k: 3, as: a}\n- conv: {out: 3, k: 3, as: b}\n"
+                           "- concat: [b, a]\n- concat: [a, in, b]\n"))
+    assert g["cat1"].inputs == ("b", "a")  # b is the current tensor: no second copy
+    assert g["cat2"].inputs == ("cat1", "a", "input", "b")  # cat1 is current, unnamed
 
 
 def test_named_residual_and_block_can_be_merged_later() -> None:
     g = netspec.loads(spec("- residual: {body: {conv: {out: 4, k: 3}}, as: res}\n"
                            "- unit: {c: 4, as: u}\n- add: [res, u]\n", head=BLOCKS))
-    assert g["add1"].inputs == ("u.conv2", "res", "u.conv2")
+    assert g["add1"].inputs == ("res", "u.conv2")  # u is current: the list as written
 
 
 def test_an_unknown_name_suggests_the_close_one() -> None:

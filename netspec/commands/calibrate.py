@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_writable(args.output, force=args.force)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be 1 or more")
-    if not any(n.op == "batchnorm" for n in graph.layers):
+    if not any(n.args is not None and n.args.running_stats for n in graph.layers):
         raise UsageError(f"spec '{graph.name}' has no batch norm: nothing to calibrate")
     if distributed.env_world()[0] > 1:
         raise UsageError("calibrate runs in one process; start it without torchrun")

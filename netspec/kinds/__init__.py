@@ -1,50 +1,59 @@
-"""The registry of layer kinds: Graph op name → options model (with its rules).
+"""The registry of layer kinds: Graph op name → options model (with its rules and
+traits).
 
-Backends keep one entry per op in their own maps; tests/test_kinds_registry.py checks
-that none is missing.
+Every module of this package is imported here, and defining a ``LayerArgs`` subclass
+with an ``op`` registers it (``REGISTRY``), so a new kind is written in one place. Each
+backend keeps one entry per op in its own map; tests/test_kinds_registry.py checks that
+none is missing.
 """
 
 from __future__ import annotations
 
-from netspec.kinds.activation import GELU, LeakyReLU, ReLU, ReLU6, Sigmoid, SiLU, Tanh
-from netspec.kinds.base import LayerArgs, Shape, ShapeError, fmt_shape, numel
-from netspec.kinds.conv import Conv, ConvTranspose
-from netspec.kinds.dropout import Dropout
-from netspec.kinds.linear import Linear
-from netspec.kinds.merge import Add, Concat
-from netspec.kinds.norm import NORM_KINDS, BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
-from netspec.kinds.pool import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
-from netspec.kinds.reshape import Flatten, Upsample
+import importlib
+import pkgutil
 
-OPS: dict[str, type[LayerArgs]] = {
-    cls.op: cls
-    for cls in (
-        Conv, ConvTranspose, Linear,
-        BatchNorm, LayerNorm, InstanceNorm, GroupNorm, RMSNorm,
-        Dropout,
-        ReLU, ReLU6, GELU, SiLU, Sigmoid, Tanh, LeakyReLU,
-        MaxPool, AvgPool, AdaptiveAvgPool, GlobalAvgPool,
-        Flatten, Upsample,
-        Add, Concat,
-    )
-}
+from netspec.kinds.base import REGISTRY, LayerArgs, Shape, ShapeError, fmt_shape, numel
 
-#: kinds a spec names directly; ``norm`` stands for the five norm ops, chosen by ``kind``
-SPEC_KINDS: tuple[str, ...] = tuple(
-    sorted({op for op in OPS if op not in {c.op for c in NORM_KINDS.values()}} | {"norm"})
-)
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-#: what a spec may mean by a kind name it got wrong, beyond spelling
+#: every op, in the order the kinds are defined
+OPS: dict[str, type[LayerArgs]] = dict(REGISTRY)
+
+#: kinds a spec may name, each with its members told apart by their ``kind`` option
+#: (``norm`` → batch, layer, …); a kind with one member maps it under None
+FAMILIES: dict[str, dict[str | None, type[LayerArgs]]] = {}
+for _cls in OPS.values():
+    if _cls.spec_kind == _cls.op:
+        FAMILIES.setdefault(_cls.spec_kind, {})[None] = _cls
+    else:
+        FAMILIES.setdefault(_cls.spec_kind, {})[_cls.model_fields["kind"].default] = _cls
+
+#: kinds a spec names directly
+SPEC_KINDS: tuple[str, ...] = tuple(sorted(FAMILIES))
+
+#: norm kind name → class: ``norm: batch``
+NORM_KINDS: dict[str, type[LayerArgs]] = {str(k): c for k, c in FAMILIES["norm"].items()}
+
+#: what a spec may mean by a kind name it got wrong, beyond spelling (compared in lower
+#: case, so PyTorch's class names hit too)
 KIND_HINTS: dict[str, str] = {
     "batchnorm": "norm: batch", "bn": "norm: batch", "batch_norm": "norm: batch",
+    "batchnorm2d": "norm: batch", "batchnorm1d": "norm: batch",
     "layernorm": "norm: layer", "layer_norm": "norm: layer", "ln": "norm: layer",
+    "layernorm2d": "norm: {kind: layer, over: channels}",
     "groupnorm": "norm: {kind: group, groups: G}", "instancenorm": "norm: instance",
-    "rmsnorm": "norm: rms", "dense_layer": "dense", "fc": "linear", "conv2d": "conv",
-    "avg_pool": "avgpool", "max_pool": "maxpool", "convtranspose": "conv_transpose",
-    "deconv": "conv_transpose", "skip": "residual", "cat": "concat",
+    "instancenorm2d": "norm: instance", "rmsnorm": "norm: rms", "dense_layer": "dense",
+    "fc": "linear", "conv2d": "conv", "avg_pool": "avgpool", "max_pool": "maxpool",
+    "maxpool2d": "maxpool", "avgpool2d": "avgpool", "convtranspose": "conv_transpose",
+    "convtranspose2d": "conv_transpose", "deconv": "conv_transpose", "skip": "residual",
+    "cat": "concat", "multiply": "mul", "hswish": "hardswish", "hsigmoid": "hardsigmoid",
+    "swish": "silu", "stochastic_depth": "drop_path", "droppath": "drop_path",
+    "channel_shuffle": "shuffle", "chunk": "split", "branches": "parallel",
+    "adaptiveavgpool2d": "adaptive_avgpool", "gap": "global_avgpool",
 }
 
 __all__ = [
-    "KIND_HINTS", "NORM_KINDS", "OPS", "SPEC_KINDS", "LayerArgs", "Shape", "ShapeError",
-    "fmt_shape", "numel",
+    "FAMILIES", "KIND_HINTS", "NORM_KINDS", "OPS", "REGISTRY", "SPEC_KINDS", "LayerArgs",
+    "Shape", "ShapeError", "fmt_shape", "numel",
 ]

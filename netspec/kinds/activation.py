@@ -1,28 +1,34 @@
-"""Element-wise activations: no parameters, shape unchanged."""
+"""Element-wise activations (and softmax over channels): shape unchanged; only PReLU
+owns parameters (its slopes)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
 
-from netspec.kinds.base import Float, LayerArgs
+from netspec.kinds.base import Float, LayerArgs, Shape
 
 
 class ReLU(LayerArgs):
     op = "relu"
     auto_name = "relu"
+    inplace_ok = True
 
 
 class ReLU6(LayerArgs):
     op = "relu6"
     auto_name = "relu"
+    inplace_ok = True
 
 
 class GELU(LayerArgs):
     op = "gelu"
     auto_name = "gelu"
     shorthand = "approximate"
+
+    samples = ({}, {"approximate": "tanh"})
 
     approximate: Literal["none", "tanh"] = "none"
 
@@ -47,4 +53,64 @@ class LeakyReLU(LayerArgs):
     auto_name = "relu"
     shorthand = "slope"
 
+    samples = ({}, {"slope": 0.2})
+
     slope: Float = Field(default=0.01, ge=0)
+
+
+class Hardswish(LayerArgs):
+    """x·relu6(x + 3)/6 (MobileNetV3)."""
+
+    op = "hardswish"
+    auto_name = "hswish"
+
+
+class Hardsigmoid(LayerArgs):
+    """relu6(x + 3)/6: a piecewise-linear sigmoid (MobileNetV3's squeeze-excitation gate)."""
+
+    op = "hardsigmoid"
+    auto_name = "hsigmoid"
+
+
+class Mish(LayerArgs):
+    """x·tanh(softplus(x))."""
+
+    op = "mish"
+    auto_name = "mish"
+
+
+class ELU(LayerArgs):
+    """x where x > 0, else α·(exp(x) − 1)."""
+
+    op = "elu"
+    auto_name = "elu"
+    shorthand = "alpha"
+    samples = ({}, {"alpha": 0.5})
+
+    alpha: Float = Field(default=1.0, gt=0)
+
+
+class Softmax(LayerArgs):
+    """exp / Σ exp over the channels (features), at each position of a [C, H, W] input."""
+
+    op = "softmax"
+    auto_name = "softmax"
+
+
+class PReLU(LayerArgs):
+    """max(0, x) + a·min(0, x) with learned slopes a: one shared, or one per channel."""
+
+    op = "prelu"
+    auto_name = "prelu"
+    decay = False  # He et al. (2015): decaying the slopes pulls PReLU towards ReLU
+    samples = ({}, {"per_channel": True, "init": 0.1})
+
+    per_channel: bool = False
+    #: the slopes' starting value (torch's default)
+    init: Float = 0.25
+
+    def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        return {"weight": (inputs[0][0] if self.per_channel else 1,)}
+
+    def formula(self, inputs: Sequence[Shape]) -> str:
+        return f"{inputs[0][0]} slopes" if self.per_channel else "1 slope"

@@ -1,7 +1,11 @@
 """What every layer kind declares, in one place: its options, shape rule and tensors.
 
 A kind is a frozen pydantic model of its options (``extra="forbid"``) plus four rules
-over the shapes of its inputs (without the batch axis):
+over the shapes of its inputs (without the batch axis), and the traits backends and
+passes ask about (is it a norm, may it run in place, does a fold go into it…) — so what a
+kind *is* is answered here and nowhere else. Defining a subclass with an ``op`` registers
+it (``REGISTRY``); netspec/kinds/__init__.py imports every module of this package.
+
 
 - ``out_shape``: the output shape, or a :class:`ShapeError` that names the offending
   option, so resolve can point at it before any tensor exists;
@@ -57,6 +61,10 @@ def numel(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+#: every layer kind by its Graph op name, filled as the kind classes are defined
+REGISTRY: dict[str, type[LayerArgs]] = {}
+
+
 class LayerArgs(BaseModel):
     """Base of every layer kind's options."""
 
@@ -64,6 +72,9 @@ class LayerArgs(BaseModel):
 
     #: the Graph op name and the key backends dispatch on
     op: ClassVar[str]
+    #: the name a spec writes: the op itself unless a family shares one (``norm``); a
+    #: family's members are told apart by their ``kind`` option
+    spec_kind: ClassVar[str]
     #: prefix of automatic names: conv1, bn2, …
     auto_name: ClassVar[str]
     #: the option a bare scalar or list fills: ``norm: batch`` → ``kind: batch``
@@ -74,6 +85,60 @@ class LayerArgs(BaseModel):
     arity: ClassVar[int | None] = 1
     #: ranks of input this kind accepts: 1 for [F], 3 for [C, H, W]
     ranks: ClassVar[tuple[int, ...]] = (1, 3)
+
+    # ---- traits: what backends and passes need to know, declared by the kind
+    #: a normalisation: its γ/δ stay out of weight decay, an automatic projection
+    #: shortcut copies it, reports show it as ``norm <kind>``
+    is_norm: ClassVar[bool] = False
+    #: keeps running statistics for inference (BatchNorm): training, calibration and the
+    #: ONNX fold treat these
+    running_stats: ClassVar[bool] = False
+    #: its parameters take weight decay (norms' γ/δ and PReLU slopes do not; biases
+    #: never do, whatever the kind)
+    decay: ClassVar[bool] = True
+    #: may overwrite its first input when nothing else reads it (ReLU, residual add)
+    inplace_ok: ClassVar[bool] = False
+    #: its output is a new tensor that no backward reads, so an in-place op may follow
+    fresh_output: ClassVar[bool] = False
+    #: a linear map with a weight whose output channels are axis 0 (or 1 for
+    #: conv_transpose) and a bias: per-channel scales (BN, layer scale) fold into it
+    linear_map: ClassVar[bool] = False
+    #: acts only while training (dropout, stochastic depth): at inference it is a
+    #: constant factor, ``inference_factor()`` (1: the identity), and export removes it
+    training_only: ClassVar[bool] = False
+    #: option sets that property tests draw from (the ones the kind may refuse for a given
+    #: input shape are skipped by its own shape rule); every kind has at least one
+    samples: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        op = cls.__dict__.get("op")
+        if op is None:
+            return  # a shared base (_Norm, _Merge…), not a kind
+        if op in REGISTRY and REGISTRY[op] is not cls:
+            raise TypeError(f"two layer kinds claim op {op!r}")
+        if not any("spec_kind" in c.__dict__ for c in cls.__mro__):
+            cls.spec_kind = op
+        REGISTRY[op] = cls
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The option keys a spec writes (aliases where a field has one: ``from``)."""
+        return tuple(f.alias or n for n, f in cls.model_fields.items())
+
+    def registers_first(self) -> bool:
+        """Whether its tensors register before the rest of its scope's (see LayerScale)."""
+        return False
+
+    def inference_factor(self) -> float:
+        """For a ``training_only`` kind: what it multiplies by at inference."""
+        return 1.0
+
+    def display(self) -> str:
+        """How reports name it: the op, or ``norm batch`` for a family member."""
+        kind = getattr(self, "kind", None)
+        return f"{self.spec_kind} {kind}" if self.spec_kind != self.op else self.op
 
     def check_input(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs

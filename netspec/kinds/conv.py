@@ -26,6 +26,10 @@ class Conv(LayerArgs):
     op = "conv"
     auto_name = "conv"
     ranks = (3,)
+    fresh_output = True
+    linear_map = True
+    samples = ({"out": 4, "k": 3}, {"out": 6, "k": 1, "stride": 2, "bias": False},
+               {"out": 4, "k": 3, "groups": 2, "dilation": 2})
 
     out: PosInt
     k: Pair
@@ -89,6 +93,9 @@ class ConvTranspose(LayerArgs):
     op = "conv_transpose"
     auto_name = "up"
     ranks = (3,)
+    fresh_output = True
+    linear_map = True
+    samples = ({"out": 4, "k": 2, "stride": 2}, {"out": 3, "k": 3, "pad": 1})
 
     out: PosInt
     k: Pair

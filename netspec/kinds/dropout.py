@@ -18,6 +18,10 @@ from netspec.kinds.base import Float, LayerArgs
 class Dropout(LayerArgs):
     op = "dropout"
     auto_name = "drop"
+    training_only = True
+    samples = ({"drop": 0.1}, {"keep": 0.8, "scaling": "classic"},
+               {"drop": 0.2, "kind": "channel"}, {"keep": 0.5, "kind": "channel",
+                                                  "scaling": "classic"})
     shorthand_refusal = (
         "a bare dropout probability is ambiguous (PyTorch's p drops, the classic papers' "
         "p keeps): write {drop: P} or {keep: P}"
@@ -35,6 +39,9 @@ class Dropout(LayerArgs):
             raise ValueError("give exactly one of drop or keep")
         return self
 
+    def inference_factor(self) -> float:
+        return self.p_keep if self.scaling == "classic" else 1.0
+
     @property
     def p_drop(self) -> float:
         return self.drop if self.drop is not None else 1.0 - float(self.keep)  # type: ignore[arg-type]
@@ -42,3 +49,29 @@ class Dropout(LayerArgs):
     @property
     def p_keep(self) -> float:
         return self.keep if self.keep is not None else 1.0 - float(self.drop)  # type: ignore[arg-type]
+
+
+class DropPath(LayerArgs):
+    """Stochastic depth (Huang et al., 2016): while training, each sample's whole tensor
+    is dropped with probability ``drop`` and the survivors divided by keep (torchvision's
+    StochasticDepth in "row" mode); at inference, the identity. Put it last in a
+    residual body to drop that body for a sample."""
+
+    op = "drop_path"
+    auto_name = "drop_path"
+    training_only = True
+    shorthand_refusal = Dropout.shorthand_refusal
+    samples = ({"drop": 0.1}, {"keep": 0.9})
+
+    drop: Float | None = Field(default=None, ge=0, lt=1)
+    keep: Float | None = Field(default=None, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DropPath:
+        if (self.drop is None) == (self.keep is None):
+            raise ValueError("give exactly one of drop or keep")
+        return self
+
+    @property
+    def p_drop(self) -> float:
+        return self.drop if self.drop is not None else 1.0 - float(self.keep)  # type: ignore[arg-type]

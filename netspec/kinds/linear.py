@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from netspec.kinds.base import LayerArgs, PosInt, Shape
+from typing import Literal
+
+from netspec.kinds.base import LayerArgs, PosInt, Shape, ShapeError, fmt_shape, numel
 
 
 class Linear(LayerArgs):
@@ -12,13 +14,26 @@ class Linear(LayerArgs):
 
     op = "linear"
     auto_name = "fc"
-    ranks = (1,)
+    fresh_output = True
+    linear_map = True
+    samples = ({"out": 5}, {"out": 3, "bias": False}, {"out": 4, "over": "channels"})
 
     out: PosInt
     bias: bool = True
+    #: features: a [F] vector; channels: the same map at each position of a [C, H, W]
+    #: input (ConvNeXt's Linear on channels-last), weight [out, C] as nn.Linear's
+    over: Literal["features", "channels"] = "features"
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
-        self.check_input(inputs)
+        (x,) = inputs
+        if self.over == "channels":
+            if len(x) != 3:
+                raise ShapeError(f"linear over channels takes a [C, H, W] input, got "
+                                 f"{fmt_shape(x)}", "over")
+            return (self.out, *x[1:])
+        if len(x) != 1:
+            raise ShapeError(f"linear takes a [F] input, got {fmt_shape(x)} "
+                             "(add flatten before it)")
         return (self.out,)
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
@@ -28,7 +43,7 @@ class Linear(LayerArgs):
         return shapes
 
     def macs(self, inputs: Sequence[Shape], out: Shape) -> int:
-        return inputs[0][0] * self.out
+        return numel(out) * inputs[0][0]
 
     def formula(self, inputs: Sequence[Shape]) -> str:
         return f"{inputs[0][0]}·{self.out} + {self.out if self.bias else 0}"

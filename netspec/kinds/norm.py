@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from netspec.kinds.base import Float, LayerArgs, PosInt, Shape, ShapeError, fmt_shape
+from netspec.kinds.base import Float, LayerArgs, PosInt, Shape, ShapeError, fmt_shape, numel
 
 
 def _gamma_delta(c: int) -> dict[str, Shape]:
@@ -27,6 +27,10 @@ def _gamma_delta(c: int) -> dict[str, Shape]:
 class _Norm(LayerArgs):
     auto_name = "norm"
     shorthand = "kind"
+    spec_kind = "norm"
+    is_norm = True
+    decay = False
+    fresh_output = True
 
     eps: Float = Field(default=1e-5, gt=0)
 
@@ -42,6 +46,8 @@ class _Norm(LayerArgs):
 class BatchNorm(_Norm):
     op = "batchnorm"
     auto_name = "bn"
+    running_stats = True
+    samples = ({}, {"momentum": None, "eps": 1e-3}, {"affine": False})
 
     kind: Literal["batch"] = "batch"
     #: weight of the newest batch in the running average; null = cumulative average
@@ -63,6 +69,10 @@ class LayerNorm(_Norm):
     kind: Literal["layer"] = "layer"
     #: γ, δ per channel (shape [C]) or per element (shape [C, H, W]), or none
     affine: Literal["channel", "element", "none"] = "channel"
+    #: statistics over channels and space per sample, or over the channels at each
+    #: position (ConvNeXt's LayerNorm2d)
+    over: Literal["channels+space", "channels"] = "channels+space"
+    samples = ({}, {"affine": "element"}, {"over": "channels"}, {"affine": "none"})
 
     @field_validator("affine", mode="before")
     @classmethod
@@ -75,7 +85,14 @@ class LayerNorm(_Norm):
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         x = self.check_input(inputs)
-        if len(x) == 3 and x[0] * x[1] * x[2] == 1:
+        if self.over == "channels" and len(x) == 3:
+            if self.affine == "element":
+                raise ShapeError("layer norm over channels has γ, δ per channel: affine "
+                                 "element is for statistics over channels and space", "affine")
+            if x[0] == 1:
+                raise ShapeError("layer norm over the channels of a 1-channel input sees one "
+                                 "value at each position: its output would be δ alone", "over")
+        if len(x) == 3 and numel(x) == 1:
             raise ShapeError("layer norm averages over channels and space, and a [1, 1, 1] "
                              "input has one value: its output would be δ alone")
         return x
@@ -84,7 +101,7 @@ class LayerNorm(_Norm):
         x = self.check_input(inputs)
         if self.affine == "none":
             return {}
-        shape = x if self.affine == "element" else (x[0],)
+        shape = x if self.affine == "element" and self.over != "channels" else (x[0],)
         return {"weight": shape, "bias": shape}
 
 
@@ -94,6 +111,7 @@ class InstanceNorm(_Norm):
     ranks = (3,)
 
     kind: Literal["instance"] = "instance"
+    samples = ({}, {"affine": False})
     affine: bool = True
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
@@ -113,6 +131,7 @@ class GroupNorm(_Norm):
     ranks = (3,)
 
     kind: Literal["group"] = "group"
+    samples = ({"groups": 1}, {"groups": 2}, {"groups": 2, "affine": False})
     groups: PosInt
     affine: bool = True
 
@@ -135,6 +154,8 @@ class RMSNorm(_Norm):
     auto_name = "rms"
 
     kind: Literal["rms"] = "rms"
+    fresh_output = False  # torch's RMSNorm module here returns y.to(dtype): a view in fp32
+    samples = ({}, {"over": "channels+space"}, {"affine": False})
     eps: Float = Field(default=1e-6, gt=0)
     #: mean of h² over the channels at each position, or over channels and space
     over: Literal["channels", "channels+space"] = "channels"

@@ -10,6 +10,7 @@ from netspec.kinds.conv import NonNegPair, Pair, pair
 
 class _WindowPool(LayerArgs):
     ranks = (3,)
+    fresh_output = True
 
     k: Pair
     #: defaults to k: non-overlapping windows
@@ -40,8 +41,10 @@ class _WindowPool(LayerArgs):
                 raise ShapeError(f"window {ki} is larger than the {fmt_shape(inputs[0])} input",
                                  "k")
             # a dilated window can step over the input and see only padding: its max is
-            # -inf in torch, and backends disagree on what follows
-            for i in range(o):
+            # -inf in torch, and backends disagree on what follows. Only windows that
+            # start in the left padding can (ceil mode drops any that start past the
+            # input), so the check is bounded by the padding, not the input's size
+            for i in range(min(o, -(-pi // si) + 1)):
                 if not any(0 <= i * si - pi + j * di < n for j in range(ki)):
                     raise ShapeError(f"window {i} (dilation {di}, pad {pi}) sees only padding "
                                      f"of the {fmt_shape(inputs[0])} input", "pad")
@@ -52,6 +55,8 @@ class _WindowPool(LayerArgs):
 class MaxPool(_WindowPool):
     op = "maxpool"
     auto_name = "pool"
+    samples = ({"k": 2}, {"k": 3, "stride": 2, "pad": 1}, {"k": 2, "ceil": True},
+               {"k": 3, "stride": 1, "pad": 1}, {"k": 5, "stride": 1, "pad": 2})
 
     dilation: Pair = 1
 
@@ -62,6 +67,8 @@ class MaxPool(_WindowPool):
 class AvgPool(_WindowPool):
     op = "avgpool"
     auto_name = "pool"
+    samples = ({"k": 2}, {"k": 3, "stride": 2, "pad": 1, "count_pad": False},
+               {"k": 3, "stride": 2, "ceil": True})
 
     #: whether zero padding counts in each window's average (torch's default)
     count_pad: bool = True
@@ -72,6 +79,7 @@ class AdaptiveAvgPool(LayerArgs):
     auto_name = "pool"
     shorthand = "size"
     ranks = (3,)
+    samples = ({"size": 1}, {"size": [2, 3]})
 
     size: Pair
 

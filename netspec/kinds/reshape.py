@@ -1,4 +1,4 @@
-"""Layers that change the layout, not the values: flatten and upsample."""
+"""Layers that change the layout, not the values: flatten, upsample, channel shuffle."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from netspec.kinds.base import Float, LayerArgs, Shape, ShapeError
+from netspec.kinds.base import Float, LayerArgs, PosInt, Shape, ShapeError
 
 
 class Flatten(LayerArgs):
@@ -27,6 +27,7 @@ class Upsample(LayerArgs):
     auto_name = "upsample"
     shorthand = "scale"
     ranks = (3,)
+    samples = ({"scale": 2}, {"scale": 2, "mode": "bilinear"})
 
     scale: Float = Field(gt=0, le=64)
     mode: Literal["nearest", "bilinear"] = "nearest"
@@ -45,3 +46,23 @@ class Upsample(LayerArgs):
         if h * s * w * s > 1 << 31:
             raise ShapeError(f"upsampling {h}×{w} by {s} is too large", "scale")
         return (c, h * s, w * s)
+
+
+class Shuffle(LayerArgs):
+    """Channel shuffle (ShuffleNet): view the C channels as [groups, C/groups], transpose
+    to [C/groups, groups] and flatten back, so the next grouped conv sees every group."""
+
+    op = "shuffle"
+    auto_name = "shuffle"
+    shorthand = "groups"
+    ranks = (3,)
+    samples = ({"groups": 2},)
+
+    groups: PosInt
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        x = self.check_input(inputs)
+        if x[0] % self.groups:
+            raise ShapeError(f"groups={self.groups} does not divide the {x[0]} channels",
+                             "groups")
+        return x

@@ -62,7 +62,7 @@ def stages(graph: Graph) -> list[list[str]]:
     out: dict[int, list[str]] = {}
     for node in graph:
         below = max((depth[i] for i in node.inputs), default=0) if node.op != INPUT else 0
-        if node.op == "batchnorm":
+        if node.args is not None and node.args.running_stats:
             out.setdefault(below, []).append(node.name)
             depth[node.name] = below + 1
         else:

@@ -91,6 +91,11 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
 
 def check_config(cfg: TrainConfig, graph: Graph, device: torch.device, world: int) -> None:
     """Settings that cannot work here, refused before anything is built."""
+    if graph.task == "features":
+        raise UsageError(f"spec '{graph.name}' is a feature extractor (task features, "
+                         f"{len(graph.outputs)} output(s)): netspec train fits classifiers and "
+                         "segmenters with cross-entropy; train it from Python with your own "
+                         "loss (netspec.build gives the module)")
     if cfg.epochs < 1:
         raise UsageError(f"--epochs {cfg.epochs}: must be 1 or more")
     if cfg.batch_size < 1:
@@ -143,7 +148,7 @@ class Trainer:
         self.output = Path(output) if output is not None else None
         self.segmentation = graph.task == "segmentation"
         self.classes = graph.output_shape[0]
-        self.has_bn = any(n.op == "batchnorm" for n in graph.layers)
+        self.has_bn = any(n.args is not None and n.args.running_stats for n in graph.layers)
         check_config(cfg, graph, self.device, self.dist.world)
 
         # the same seed on every rank; DDP also broadcasts rank 0's weights to be sure

@@ -3,7 +3,8 @@
 Names come from the spec: the nodes of layer ``layer1.0.conv1`` are ``layer1.0.conv1``
 (and ``layer1.0.conv1/mul``… where one layer takes several operators), its output tensor
 is ``layer1.0.conv1`` and its tensors keep their state_dict names (``….weight``). The
-model's input is ``input`` and the tensor that ends the network is ``output``; layers that
+model's input is ``input`` and the tensors the network returns are named as the spec's
+``outputs:`` names them (``output`` for a network with one output by default); layers that
 folded away take no name at all, their consumers read the tensor of the layer they folded
 into.
 """
@@ -18,8 +19,6 @@ from onnx import ModelProto, NodeProto, TensorProto, helper
 from netspec.backends.onnx.fold import Plan
 from netspec.graph import INPUT, Graph, Node
 
-OUTPUT = "output"
-
 
 class Builder:
     def __init__(self, graph: Graph, plan: Plan, opset: int) -> None:
@@ -32,17 +31,35 @@ class Builder:
         self.model = ModelProto()
         self.proto = self.model.graph
         self.initializers: dict[str, TensorProto] = {}
-        self.final = plan.source(graph.output)
+        #: the node carrying each output's value after folding → the output's name
+        self.finals: dict[str, str] = {}
+        for node, name in zip(graph.outputs, graph.output_names, strict=True):
+            self.finals.setdefault(plan.source(node), name)
+        #: output values that must be copied out under a second name (two outputs that
+        #: folding made one tensor, or the input itself): (tensor, output name)
+        self.copies: list[tuple[str, str]] = []
+        taken = set(self.finals.values())
+        for node, name in zip(graph.outputs, graph.output_names, strict=True):
+            src = plan.source(node)
+            if self.finals[src] != name or src == INPUT:
+                self.copies.append((src, name))
+        self._reserved = taken
 
     # ---------------------------------------------------------------- tensor names
     def tensor(self, node_name: str) -> str:
         """The ONNX tensor that carries ``node_name``'s output after folding."""
         src = self.plan.source(node_name)
-        if src == self.final and src != INPUT:
-            return OUTPUT
-        if src == OUTPUT:  # a layer the spec named "output" that does not end the network
-            return f"{OUTPUT}/layer"
+        if src in self.finals and src != INPUT:
+            return self.finals[src]
+        if src in self._reserved:  # a layer named like an output it is not
+            return f"{src}/layer"
         return src
+
+    def finish_outputs(self) -> None:
+        """Identity nodes for outputs that have no tensor of their own."""
+        for src, name in self.copies:
+            self.op("Identity", [self.tensor(src) if src != INPUT else INPUT], name,
+                    f"{name}/identity")
 
     def inputs(self, node: Node) -> list[str]:
         return [self.tensor(i) for i in node.inputs]

@@ -1,7 +1,8 @@
 """One emitter per netspec op: ``EMITTERS[op](builder, node)`` appends the ONNX operators
 that compute ``node`` at inference. Shapes are those of the Graph (batch axis first in
-ONNX); folded layers never reach an emitter (see fold.py), so ``batchnorm`` and
-``dropout`` here are only the leftovers that could not fold: a Mul+Add, a Mul.
+ONNX); folded layers never reach an emitter (see fold.py), so ``batchnorm``,
+``layer_scale`` and ``dropout`` here are only the leftovers that could not fold: a
+Mul+Add, a Mul; ``drop_path`` never reaches one (it is the identity at inference).
 Which operator is used at which opset is explained in opset.py.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from onnx import helper
 
 from netspec.backends.onnx import opset as ops
 from netspec.backends.onnx.builder import Builder
@@ -73,6 +75,16 @@ def conv_transpose(b: Builder, node: Node) -> None:
 
 
 def linear(b: Builder, node: Node) -> None:
+    if _args(node).over == "channels":
+        # the same map at each position is a 1×1 convolution: weight [out, C, 1, 1]
+        name = f"{node.name}.weight"
+        w = b.const(f"{name}/1x1", b.plan.tensors[name][:, :, None, None])
+        ins = [*b.inputs(node), w]
+        bias = b.param(node, "bias")
+        if bias:
+            ins.append(bias)
+        b.op("Conv", ins, b.out(node), node.name, kernel_shape=[1, 1])
+        return
     # Gemm with transB keeps torch's [out, in] weight as is
     ins = [*b.inputs(node), b.param(node, "weight")]
     bias = b.param(node, "bias")
@@ -119,6 +131,16 @@ def _group_norm(b: Builder, node: Node, groups: int, eps: float, affine: bool) -
 def layernorm(b: Builder, node: Node) -> None:
     a = _args(node)
     shape = node.shape
+    if len(shape) == 3 and a.over == "channels":
+        # over the channels at each position: normalise the last axis of [N, H, W, C]
+        c = shape[0]
+        ln = [_gamma(b, node, "weight", 1.0, (c,))]
+        if a.affine != "none":
+            ln.append(_gamma(b, node, "bias", 0.0, (c,)))
+        b.chain(node, [("Transpose", ["_"], {"perm": [0, 2, 3, 1]}),
+                       ("LayerNormalization", ["_", *ln], {"axis": -1, "epsilon": a.eps}),
+                       ("Transpose", ["_"], {"perm": [0, 3, 1, 2]})])
+        return
     if len(shape) == 3 and a.affine != "element":
         # per-channel γ, δ on [C, H, W]: torch's GroupNorm(1, C)
         _group_norm(b, node, 1, a.eps, a.affine == "channel")
@@ -179,6 +201,15 @@ def dropout(b: Builder, node: Node) -> None:
     b.chain(node, [("Mul", ["_", b.const(f"{node.name}/keep", b.plan.mul[node.name])], {})])
 
 
+def drop_path(b: Builder, node: Node) -> None:
+    raise AssertionError(f"{node.name}: stochastic depth is removed by the fold pass")
+
+
+def layer_scale(b: Builder, node: Node) -> None:
+    """A layer scale that could not fold into the layer before it: one Mul by γ."""
+    b.op("Mul", [*b.inputs(node), b.param(node, "weight")], b.out(node), node.name)
+
+
 # ------------------------------------------------------------------ activations
 def _unary(op_type: str, **attrs: Any) -> Emitter:
     def emit(b: Builder, node: Node) -> None:
@@ -220,6 +251,60 @@ def gelu(b: Builder, node: Node) -> None:
 def silu(b: Builder, node: Node) -> None:
     (x,) = b.inputs(node)
     b.chain(node, [("Sigmoid", [x], {}), ("Mul", [x, "_"], {})])
+
+
+def mish(b: Builder, node: Node) -> None:
+    if b.opset >= ops.MISH_OPSET:
+        b.op("Mish", b.inputs(node), b.out(node), node.name)
+        return
+    (x,) = b.inputs(node)  # x·tanh(softplus(x)), as torch defines it
+    b.chain(node, [("Softplus", [x], {}), ("Tanh", ["_"], {}), ("Mul", [x, "_"], {})])
+
+
+def hardsigmoid(b: Builder, node: Node) -> None:
+    # torch: relu6(x + 3) / 6 = clip(x/6 + 1/2, 0, 1)
+    b.op("HardSigmoid", b.inputs(node), b.out(node), node.name, alpha=1 / 6, beta=0.5)
+
+
+def elu(b: Builder, node: Node) -> None:
+    b.op("Elu", b.inputs(node), b.out(node), node.name, alpha=float(_args(node).alpha))
+
+
+def prelu(b: Builder, node: Node) -> None:
+    # the slopes broadcast over [N, C, H, W] as [C, 1, 1] (or [1]), over [N, F] as [F]
+    name = f"{node.name}.weight"
+    slopes = b.plan.tensors[name]
+    shape = _channel_shape(node) if slopes.size > 1 else (1,)
+    b.op("PRelu", [*b.inputs(node), b.const(name, slopes.reshape(shape))], b.out(node),
+         node.name)
+
+
+def shuffle(b: Builder, node: Node) -> None:
+    """[N, C, H, W] → [N, g, C/g, H, W] → swap the two channel axes → [N, C, H, W]."""
+    c, h, w = node.shape
+    g = _args(node).groups
+    b.chain(node, [
+        ("Reshape", ["_", b.const(f"{node.name}/grouped", [0, g, c // g, h, w], np.int64)], {}),
+        ("Transpose", ["_"], {"perm": [0, 2, 1, 3, 4]}),
+        ("Reshape", ["_", b.const(f"{node.name}/shape", [0, c, h, w], np.int64)], {}),
+    ])
+
+
+def split(b: Builder, node: Node) -> None:
+    """One Split for all the parts of one split (emitted with its first part); the other
+    parts' nodes emit nothing, their tensors are its outputs."""
+    a = _args(node)
+    scope = node.scope
+    src = b.graph[node.inputs[0]].shape
+    sizes = a.part_sizes(src[0])
+    if a.index != 0 and f"{scope}.0" in b.graph.nodes:
+        return
+    parts = [f"{scope}.{i}" if scope else str(i) for i in range(len(sizes))]
+    outs = [b.tensor(p) if p in b.graph.nodes else f"{node.name}/unused{i}"
+            for i, p in enumerate(parts)]
+    b.nodes.append(helper.make_node(
+        "Split", [*b.inputs(node), b.const(f"{scope or node.name}/sizes", sizes, np.int64)],
+        outs, name=scope or node.name, axis=1))
 
 
 # ------------------------------------------------------------------ pooling
@@ -296,6 +381,13 @@ def add(b: Builder, node: Node) -> None:
     b.op("Add" if len(ins) == 2 else "Sum", ins, b.out(node), node.name)
 
 
+def mul(b: Builder, node: Node) -> None:
+    # Mul broadcasts as numpy does, which is the kind's rule
+    ins = b.inputs(node)
+    b.chain(node, [("Mul", [ins[0], x], {}) if i == 0 else ("Mul", ["_", x], {})
+                   for i, x in enumerate(ins[1:])])
+
+
 def concat(b: Builder, node: Node) -> None:
     b.op("Concat", b.inputs(node), b.out(node), node.name, axis=1)
 
@@ -310,6 +402,8 @@ EMITTERS: dict[str, Emitter] = {
     "groupnorm": groupnorm,
     "rmsnorm": rmsnorm,
     "dropout": dropout,
+    "drop_path": drop_path,
+    "layer_scale": layer_scale,
     "relu": _unary("Relu"),
     "relu6": relu6,
     "gelu": gelu,
@@ -317,6 +411,15 @@ EMITTERS: dict[str, Emitter] = {
     "sigmoid": _unary("Sigmoid"),
     "tanh": _unary("Tanh"),
     "leaky_relu": leaky_relu,
+    "hardswish": _unary("HardSwish"),
+    "hardsigmoid": hardsigmoid,
+    "mish": mish,
+    "elu": elu,
+    "softmax": _unary("Softmax", axis=1),
+    "prelu": prelu,
+    "shuffle": shuffle,
+    "split": split,
+    "mul": mul,
     "maxpool": maxpool,
     "avgpool": avgpool,
     "adaptive_avgpool": adaptive_avgpool,

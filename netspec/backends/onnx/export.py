@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from netspec import __version__
-from netspec.backends.onnx.builder import OUTPUT, Builder
+from netspec.backends.onnx.builder import Builder
 from netspec.backends.onnx.emitters import EMITTERS
 from netspec.backends.onnx.fold import FoldEntry, plan_folds, summarize
 from netspec.backends.onnx.opset import DEFAULT_OPSET, check_opset
@@ -57,14 +57,14 @@ class ExportReport:
 
 def _model(graph: Graph, b: Builder, metadata: dict[str, str]) -> onnx.ModelProto:
     inp = helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [BATCH, *graph.input_shape])
-    out = helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT,
-                                        [BATCH, *graph.output_shape])
+    outs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [BATCH, *graph[node].shape])
+            for node, name in zip(graph.outputs, graph.output_names, strict=True)]
     model = b.model  # filled in place: its graph already holds the initializers
     g = model.graph
     g.name = graph.name
     g.node.extend(b.nodes)
     g.input.append(inp)
-    g.output.append(out)
+    g.output.extend(outs)
     opsets = [helper.make_opsetid("", b.opset)]
     model.opset_import.extend(opsets)
     # the oldest IR version that carries this opset, so older runtimes can load the file
@@ -84,8 +84,7 @@ def emit(graph: Graph, weights: dict[str, np.ndarray], opset: int
     for node in graph.layers:
         if node.name not in plan.alias:
             EMITTERS[node.op](b, node)
-    if b.final == INPUT:  # the whole network folded away (say, one dropout)
-        b.op("Identity", [INPUT], OUTPUT, graph.output)
+    b.finish_outputs()  # an output the folds made the input, or made another output
     model = _model(graph, b, {})
     n_float = sum(int(np.prod(t.dims)) for t in b.initializers.values()
                   if t.data_type == TensorProto.FLOAT)

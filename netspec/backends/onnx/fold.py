@@ -1,5 +1,8 @@
-"""The folding pass: what remains of BatchNorm and dropout at inference, decided once
-over the Graph and the numpy weights, before any ONNX node is emitted.
+"""The folding pass: what remains of BatchNorm, layer scale and the training-only
+layers (dropout, stochastic depth) at inference, decided once over the Graph and the
+numpy weights, before any ONNX node is emitted. Which layers those are, their kinds
+say: ``running_stats`` (BN), ``training_only`` with ``inference_factor()`` (dropout,
+drop_path), ``linear_map`` (what a per-channel scale folds into).
 
 At inference a BatchNorm is a fixed per-channel affine map y = s·x + t with
 s = γ / sqrt(var + ε) and t = δ − mean·s, and dropout is the identity (inverted
@@ -13,8 +16,10 @@ linear map exactly, so the exported model has no BatchNormalization or Dropout n
   input channels by s and add W·t to its bias. With padding the fold would be wrong at
   the borders, where the padded zeros were never shifted by t;
 - any other BN becomes one Mul and one Add with per-channel constants;
-- inverted dropout disappears; classic dropout multiplies the weight (not the bias) of
-  the conv/linear it alone feeds by keep, or else becomes one Mul.
+- inverted dropout and stochastic depth disappear; classic dropout multiplies the
+  weight (not the bias) of the conv/linear it alone feeds by keep, or else becomes one Mul;
+- a layer scale y = γ·x folds into the conv/linear before it when it is that layer's
+  only reader (output channels scaled by γ, bias too); else it is one Mul.
 
 The pass returns a :class:`Plan` (the tensors to emit, which nodes vanished into which,
 and the fold report); it never modifies the weights it was given. Weights are scaled in
@@ -31,19 +36,13 @@ import numpy as np
 from netspec.graph import INPUT, Graph, Node
 from netspec.kinds.conv import pair
 
-#: producers whose output channels a following BN can fold into
-PRODUCERS = ("conv", "conv_transpose", "linear")
-#: consumers a classic dropout's keep factor can be folded into (weight only)
-KEEP_CONSUMERS = ("conv", "conv_transpose", "linear")
-
-
 @dataclass(frozen=True)
 class FoldEntry:
-    """Where one BatchNorm or dropout went. ``action`` is one of
+    """Where one BatchNorm, layer scale or training-only layer went. ``action`` is one of
     folded (into ``into``), scale_shift (Mul+Add), removed, mul (one Mul)."""
 
     layer: str
-    #: batchnorm or dropout
+    #: the layer's op: batchnorm, layer_scale, dropout, drop_path
     op: str
     action: str
     into: str | None
@@ -64,6 +63,8 @@ class Plan:
     scale_shift: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: classic dropouts emitted as one Mul: the keep factor
     mul: dict[str, float] = field(default_factory=dict)
+    #: layer scales that could not fold, emitted as one Mul by their γ
+    scale: set[str] = field(default_factory=set)
     report: list[FoldEntry] = field(default_factory=list)
 
     def source(self, name: str) -> str:
@@ -163,16 +164,22 @@ class _Folder:
         self.users[name] = []
 
     def is_output(self, name: str) -> bool:
-        return self.plan.source(self.g.output) == name
+        return any(self.plan.source(o) == name for o in self.g.outputs)
+
+    def linear_map(self, name: str) -> bool:
+        args = self.g[name].args if name != INPUT else None
+        return args is not None and args.linear_map
 
     def run(self) -> Plan:
         # dropouts last to first, so that a dropout feeding a removed one sees past it
         for node in reversed(self.g.layers):
-            if node.op == "dropout":
+            if node.args is not None and node.args.training_only:
                 self.dropout(node)
         for node in self.g.layers:
-            if node.op == "batchnorm":
+            if node.args is not None and node.args.running_stats:
                 self.batchnorm(node)
+            elif node.op == "layer_scale":
+                self.layer_scale(node)
         order = {name: i for i, name in enumerate(self.g.nodes)}
         self.plan.report.sort(key=lambda e: order[e.layer])  # in spec order
         self.finish()
@@ -180,19 +187,25 @@ class _Folder:
 
     # -------------------------------------------------------------- dropout
     def dropout(self, node: Node) -> None:
+        """Any training-only layer: gone, or its constant factor folded or multiplied."""
         args: Any = node.args
-        keep = float(args.p_keep)
+        keep = float(args.inference_factor())
         x = node.inputs[0]
-        if args.scaling == "inverted" or keep == 1.0:
-            why = ("inverted dropout is the identity at inference" if args.scaling == "inverted"
-                   else "classic dropout with keep=1 is the identity")
+        if keep == 1.0:
+            if node.op == "dropout":
+                why = ("inverted dropout is the identity at inference"
+                       if args.scaling == "inverted"
+                       else "classic dropout with keep=1 is the identity")
+            elif node.op == "drop_path":
+                why = "stochastic depth is the identity at inference"
+            else:
+                why = f"{node.op} is the identity at inference"
             self.remove(node.name, x)
-            self.plan.report.append(FoldEntry(node.name, "dropout", "removed", None, why))
+            self.plan.report.append(FoldEntry(node.name, node.op, "removed", None, why))
             return
         users = self.users[node.name]
         head = f"classic dropout multiplies by keep={keep:g} at inference"
-        if len(users) == 1 and self.g[users[0]].op in KEEP_CONSUMERS \
-                and not self.is_output(node.name):
+        if len(users) == 1 and self.linear_map(users[0]) and not self.is_output(node.name):
             (c,) = users
             w = self.get(c, "weight")
             assert w is not None
@@ -219,7 +232,7 @@ class _Folder:
 
         # 1. into the producer: conv/linear → BN, the BN its only consumer
         p = self.g[x] if x != INPUT else None
-        if p is not None and p.op in PRODUCERS and users[x] == [node.name]:
+        if p is not None and self.linear_map(x) and users[x] == [node.name]:
             pa: Any = p.args
             w, b = fold_after(p.op, self.get(x, "weight"), self.get(x, "bias"),  # type: ignore[arg-type]
                               s, t, getattr(pa, "groups", 1))
@@ -232,7 +245,7 @@ class _Folder:
             return
         if p is None:
             why_not.append("its input is the network input")
-        elif p.op in PRODUCERS:
+        elif self.linear_map(x):
             others = [u for u in users[x] if u != node.name]
             why_not.append(f"'{x}' also feeds {', '.join(others)}")
         else:
@@ -266,6 +279,28 @@ class _Folder:
         self.plan.report.append(FoldEntry(node.name, "batchnorm", "scale_shift", None,
                                           "; ".join(why_not) + ": one Mul and one Add"))
 
+    # -------------------------------------------------------------- layer scale
+    def layer_scale(self, node: Node) -> None:
+        x = self.plan.source(node.inputs[0])
+        gamma = self.w[f"{node.name}.weight"].reshape(-1).astype(np.float64)
+        if self.linear_map(x) and self.users[x] == [node.name]:
+            p: Any = self.g[x].args
+            w, b = fold_after(self.g[x].op, self.get(x, "weight"), self.get(x, "bias"),  # type: ignore[arg-type]
+                              gamma, np.zeros_like(gamma), getattr(p, "groups", 1))
+            self.put(x, w, b)
+            self.remove(node.name, x)
+            self.plan.report.append(FoldEntry(
+                node.name, "layer_scale", "folded", x,
+                f"{self.g[x].op} → layer scale: γ scales the output channels of '{x}' "
+                "(weight and bias)"))
+            return
+        why = (f"its input comes from {self.g[x].op} '{x}'" if x != INPUT and
+               not self.linear_map(x) else f"'{x}' also feeds other layers" if x != INPUT
+               else "its input is the network input")
+        self.plan.scale.add(node.name)
+        self.plan.report.append(FoldEntry(node.name, "layer_scale", "mul", None,
+                                          f"{why}: one Mul by γ"))
+
     def _consumer_target(self, node: Node, users: dict[str, list[str]],
                          why_not: list[str]) -> tuple[str, str] | None:
         """The layer a BN can fold into from its output side, or None (with why)."""
@@ -291,6 +326,9 @@ class _Folder:
                            "(a fold would be inexact where taps overlap or miss)")
             return None
         if c.op == "linear":
+            if ca.over == "channels" and len(node.shape) != 3:
+                why_not.append(f"it feeds linear '{c.name}'")
+                return None
             return c.name, "linear"
         if c.op == "flatten":
             after = users[c.name]
@@ -311,11 +349,13 @@ class _Folder:
 
     # -------------------------------------------------------------- result
     def finish(self) -> None:
-        """Every parameter but the BNs', folded where folds happened, as float32."""
-        bns = {n.name for n in self.g.layers if n.op == "batchnorm"}
+        """Every parameter but the BNs' and the folded layers', folded where folds
+        happened, as float32."""
+        gone = {n.name for n in self.g.layers if n.args is not None and n.args.running_stats}
+        gone |= set(self.plan.alias)
         names = list(self.g.param_shapes()) + [k for k in self.work if k not in self.w]
         for name in dict.fromkeys(names):
-            if name.rpartition(".")[0] in bns:
+            if name.rpartition(".")[0] in gone:
                 continue
             value = self.work.get(name)
             if value is None:
@@ -333,7 +373,7 @@ def plan_folds(graph: Graph, weights: dict[str, np.ndarray]) -> Plan:
 def summarize(report: list[FoldEntry], graph: Graph) -> str:
     """One line: ``batchnorm: 20 (19 folded into conv, 1 into linear); dropout: 1 removed``."""
     parts = []
-    for op in ("batchnorm", "dropout"):
+    for op in sorted({e.op for e in report}, key=lambda op: (op != "batchnorm", op)):
         entries = [e for e in report if e.op == op]
         if not entries:
             continue
@@ -344,4 +384,4 @@ def summarize(report: list[FoldEntry], graph: Graph) -> str:
             counts[key] = counts.get(key, 0) + 1
         parts.append(f"{op}: {len(entries)} ("
                      + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")")
-    return "; ".join(parts) if parts else "no batchnorm or dropout to fold"
+    return "; ".join(parts) if parts else "no batchnorm, layer scale or dropout to fold"

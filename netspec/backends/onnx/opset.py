@@ -48,6 +48,7 @@ MAX_OPSET = 23
 
 #: first opset where each single operator replaces our decomposition
 GELU_OPSET = 20
+MISH_OPSET = 18
 GROUPNORM_OPSET = 21
 RMSNORM_OPSET = 23
 #: ReduceMean's axes moved from an attribute to an input

@@ -89,15 +89,17 @@ def verify(model_bytes: bytes, graph: Graph, weights: dict[str, np.ndarray], *,
     module = torch_module(graph, weights)
     max_abs = ref_max = 0.0
     for x in random_inputs(graph, batches, seed):
-        (ours,) = session.run(None, {"input": x})
+        theirs = session.run(None, {"input": x})
         with torch.inference_mode():
-            ref = module(torch.from_numpy(x)).numpy()
-        if ours.shape != ref.shape:
-            raise VerificationError(f"onnxruntime output {list(ours.shape)} but torch "
-                                    f"{list(ref.shape)}")
-        diff = float(np.max(np.abs(ours - ref)))
-        # a NaN anywhere must fail, not vanish in max()
-        max_abs = max(max_abs, diff if math.isfinite(diff) else math.inf)
-        ref_max = max(ref_max, float(np.max(np.abs(ref))))
+            out = module(torch.from_numpy(x))
+        refs = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+        for name, ours, ref in zip(graph.output_names, theirs, refs, strict=True):
+            if ours.shape != ref.shape:
+                raise VerificationError(f"{name}: onnxruntime output {list(ours.shape)} but "
+                                        f"torch {list(ref.shape)}")
+            diff = float(np.max(np.abs(ours - ref)))
+            # a NaN anywhere must fail, not vanish in max()
+            max_abs = max(max_abs, diff if math.isfinite(diff) else math.inf)
+            ref_max = max(ref_max, float(np.max(np.abs(ref))))
     max_rel = max_abs / ref_max if ref_max > 0 else max_abs
     return Verification(tuple(batches), max_abs, max_rel, tolerance, ref_max)

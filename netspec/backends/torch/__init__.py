@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from netspec.backends.torch.layers import NORM_MODULES
+from netspec.backends.torch.layers import MODULES
 from netspec.backends.torch.model import graph_module
 from netspec.errors import UsageError
 from netspec.graph import Graph
@@ -47,18 +47,35 @@ def build(spec: str | Path | Graph, device: Any = None, **vars: Any) -> nn.Modul
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two optimizer groups: norm γ/δ and every bias without weight decay (decaying
-    them only pulls scale and shift towards 0), everything else with ``weight_decay``.
-    Empty groups are left out; a parameter shared by several modules appears once."""
+    """Two optimizer groups: norm γ/δ, PReLU slopes and every bias without weight decay
+    (decaying them only pulls scale, shift and slope towards 0), everything else with
+    ``weight_decay``. Which layers those are, their kinds say (``decay``). Empty groups
+    are left out; a parameter shared by several modules appears once."""
+    graph = _graph_of(model)
     no_decay: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            if isinstance(module, NORM_MODULES) or name == "bias":
+    for node in graph.layers:
+        assert node.args is not None
+        if node.op not in MODULES:
+            continue
+        module = model.get_submodule(node.name)
+        for name, p in module.named_parameters():
+            if not node.args.decay or name.rpartition(".")[2] == "bias":
                 no_decay[id(p)] = p
     decay = [p for p in model.parameters() if id(p) not in no_decay]
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": list(no_decay.values()), "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def _graph_of(model: nn.Module) -> Graph:
+    """The Graph a netspec model was built from, through DDP and torch.compile wrappers."""
+    inner: Any = model
+    while not isinstance(getattr(inner, "netspec_graph", None), Graph):
+        nxt = getattr(inner, "module", None) or getattr(inner, "_orig_mod", None)
+        if nxt is None:
+            raise UsageError("param_groups needs a model built by netspec.build")
+        inner = nxt
+    return inner.netspec_graph
 
 
 def state_dict_numpy(model: nn.Module) -> dict[str, np.ndarray]:

@@ -1,10 +1,11 @@
 """Graph op → torch module: one entry per op, so coverage is checkable in one place.
 
 ``MODULES`` maps every op that owns a module to a factory ``(args, in_shapes) →
-nn.Module``; ``MERGES`` maps the two merge ops (add, concat) to an emitter that writes
-plain tensor code into the fx graph (``a + b``, ``torch.cat``), because a merge has no
-state and a module for it would only add a call. Every op in ``netspec.kinds.OPS`` is
-in exactly one of them (tests/test_torch_backend.py checks it).
+nn.Module``; ``FUNCTIONS`` maps the stateless ops that read several tensors or slice one
+(add, concat, mul, split) to an emitter that writes plain tensor code into the fx graph
+(``a + b``, ``torch.cat``, ``torch.narrow``), because a module for them would only add a
+call. Every op in ``netspec.kinds.OPS`` is in exactly one of them
+(tests/test_kinds_registry.py checks it).
 
 Parameter and buffer names are the ones the kinds declare in ``param_shapes`` /
 ``buffer_shapes`` (``weight``, ``bias``, ``running_mean``, ``running_var``): weight
@@ -24,8 +25,9 @@ from netspec.kinds import Shape
 from netspec.kinds.conv import pair
 
 ModuleFactory = Callable[[Any, Sequence[Shape]], nn.Module]
-#: (fx graph, inputs, whether it may overwrite its first input) → the merged value
-MergeEmitter = Callable[[fx.Graph, Sequence[fx.Node], bool], fx.Node]
+#: (fx graph, inputs, the kind's options, input shapes, whether it may overwrite its
+#: first input) → the value
+FunctionEmitter = Callable[[fx.Graph, Sequence[fx.Node], Any, Sequence[Shape], bool], fx.Node]
 
 
 class RMSNorm(nn.Module):
@@ -81,11 +83,50 @@ class ClassicDropout(nn.Module):
         return f"keep={self.keep}, channel={self.channel}"
 
 
-#: modules whose parameters are norm γ/δ: param_groups keeps them out of weight decay
-NORM_MODULES: tuple[type[nn.Module], ...] = (
-    nn.modules.batchnorm._NormBase,  # BatchNorm*, InstanceNorm* (with affine)
-    nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, RMSNorm,
-)
+class LinearOverChannels(nn.Linear):
+    """nn.Linear applied at each position of an [N, C, H, W] tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class LayerNormOverChannels(nn.LayerNorm):
+    """nn.LayerNorm over the channels at each position of an [N, C, H, W] tensor
+    (torchvision's LayerNorm2d)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class LayerScale(nn.Module):
+    """y = γ·x, γ per channel ([C, 1, 1] on images, as torchvision's ConvNeXt)."""
+
+    def __init__(self, shape: Shape, init: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(shape, float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+class DropPath(nn.Module):
+    """Stochastic depth, per sample ("row"): while training, zero a sample's whole tensor
+    with probability p and divide the survivors by 1 − p; at inference, the identity."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        mask = torch.empty(shape, dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def _conv(a: Any, ins: Sequence[Shape]) -> nn.Module:
@@ -108,6 +149,8 @@ def _batchnorm(a: Any, ins: Sequence[Shape]) -> nn.Module:
 
 def _layernorm(a: Any, ins: Sequence[Shape]) -> nn.Module:
     x = ins[0]
+    if len(x) == 3 and a.over == "channels":
+        return LayerNormOverChannels(x[0], eps=a.eps, elementwise_affine=a.affine != "none")
     if len(x) == 1:
         return nn.LayerNorm(x[0], eps=a.eps, elementwise_affine=a.affine != "none")
     if a.affine == "element":
@@ -132,7 +175,8 @@ def _window(a: Any) -> dict[str, Any]:
 MODULES: dict[str, ModuleFactory] = {
     "conv": _conv,
     "conv_transpose": _conv_transpose,
-    "linear": lambda a, ins: nn.Linear(ins[0][0], a.out, bias=a.bias),
+    "linear": lambda a, ins: (LinearOverChannels if a.over == "channels" else nn.Linear)(
+        ins[0][0], a.out, bias=a.bias),
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
     "instancenorm": lambda a, ins: nn.InstanceNorm2d(
@@ -147,6 +191,15 @@ MODULES: dict[str, ModuleFactory] = {
     "sigmoid": lambda a, ins: nn.Sigmoid(),
     "tanh": lambda a, ins: nn.Tanh(),
     "leaky_relu": lambda a, ins: nn.LeakyReLU(a.slope),
+    "hardswish": lambda a, ins: nn.Hardswish(),
+    "hardsigmoid": lambda a, ins: nn.Hardsigmoid(),
+    "mish": lambda a, ins: nn.Mish(),
+    "elu": lambda a, ins: nn.ELU(a.alpha),
+    "softmax": lambda a, ins: nn.Softmax(dim=1),
+    "prelu": lambda a, ins: nn.PReLU(ins[0][0] if a.per_channel else 1, init=a.init),
+    "shuffle": lambda a, ins: nn.ChannelShuffle(a.groups),
+    "layer_scale": lambda a, ins: LayerScale(a.param_shapes(ins)["weight"], a.init),
+    "drop_path": lambda a, ins: DropPath(a.p_drop),
     "maxpool": lambda a, ins: nn.MaxPool2d(dilation=pair(a.dilation), **_window(a)),
     "avgpool": lambda a, ins: nn.AvgPool2d(count_include_pad=a.count_pad, **_window(a)),
     "adaptive_avgpool": lambda a, ins: nn.AdaptiveAvgPool2d(pair(a.size)),
@@ -158,22 +211,8 @@ MODULES: dict[str, ModuleFactory] = {
 }
 
 
-#: ops that may overwrite their (first) input, as torchvision's ``ReLU(inplace=True)``
-#: and ``out += identity`` do: on CPU every fresh output is a large allocation
-INPLACE_OPS: frozenset[str] = frozenset({"relu", "relu6", "add"})
-
-#: ops whose output is a new tensor that no backward reads (they save their inputs, not
-#: their output), so an in-place activation right after them, when it is the only
-#: consumer, changes nothing observable. Not here: ops that can return their input or a
-#: view of it (dropout at eval, flatten) or whose backward reads their output (sigmoid,
-#: tanh, relu itself).
-FRESH_OUTPUT_OPS: frozenset[str] = frozenset({
-    "conv", "conv_transpose", "linear", "batchnorm", "layernorm", "groupnorm",
-    "instancenorm", "maxpool", "avgpool", "add", "concat",
-})
-
-
-def _emit_add(g: fx.Graph, xs: Sequence[fx.Node], inplace: bool) -> fx.Node:
+def _emit_add(g: fx.Graph, xs: Sequence[fx.Node], a: Any, ins: Sequence[Shape],
+              inplace: bool) -> fx.Node:
     # chained binary adds, left to right: (a + b) + c, as the hand-written blocks do;
     # in place, the first input accumulates the others: a += b; a += c
     out = xs[0]
@@ -182,12 +221,31 @@ def _emit_add(g: fx.Graph, xs: Sequence[fx.Node], inplace: bool) -> fx.Node:
     return out
 
 
-def _emit_concat(g: fx.Graph, xs: Sequence[fx.Node], inplace: bool) -> fx.Node:
+def _emit_concat(g: fx.Graph, xs: Sequence[fx.Node], a: Any, ins: Sequence[Shape],
+                 inplace: bool) -> fx.Node:
     # dim 1 is channels for [C, H, W] and features for [F] (dim 0 is the batch)
     return g.call_function(torch.cat, (list(xs), 1))
 
 
-MERGES: dict[str, MergeEmitter] = {
+def _emit_mul(g: fx.Graph, xs: Sequence[fx.Node], a: Any, ins: Sequence[Shape],
+              inplace: bool) -> fx.Node:
+    # broadcasting as the kind's shape rule: a [C, 1, 1] gate times a [C, H, W] map
+    out = xs[0]
+    for x in xs[1:]:
+        out = g.call_function(operator.mul, (out, x))
+    return out
+
+
+def _emit_split(g: fx.Graph, xs: Sequence[fx.Node], a: Any, ins: Sequence[Shape],
+                inplace: bool) -> fx.Node:
+    # a view of the part's channels, as torch.chunk/split give
+    start, stop = a.bounds(ins[0][0])
+    return g.call_function(torch.narrow, (xs[0], 1, start, stop - start))
+
+
+FUNCTIONS: dict[str, FunctionEmitter] = {
     "add": _emit_add,
     "concat": _emit_concat,
+    "mul": _emit_mul,
+    "split": _emit_split,
 }

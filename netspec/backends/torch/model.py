@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from netspec.backends.torch.layers import FRESH_OUTPUT_OPS, INPLACE_OPS, MERGES, MODULES
+from netspec.backends.torch.layers import FUNCTIONS, MODULES
 from netspec.errors import SpecError
 from netspec.graph import INPUT, Graph
 
@@ -52,10 +52,10 @@ def inplace_nodes(graph: Graph) -> set[str]:
     users = graph.consumers()
     out = set()
     for node in graph.layers:
-        if node.op in INPLACE_OPS:
-            src = node.inputs[0]
-            if (graph[src].op in FRESH_OUTPUT_OPS and users[src] == [node.name]
-                    and src != graph.output):
+        if node.args is not None and node.args.inplace_ok:
+            src = graph[node.inputs[0]]
+            if (src.args is not None and src.args.fresh_output
+                    and users[src.name] == [node.name] and src.name not in graph.outputs):
                 out.add(node.name)
     return out
 
@@ -64,7 +64,7 @@ def _root(graph: Graph, inplace: set[str]) -> nn.Module:
     """A module holding every layer at its dotted name, registered in Graph order."""
     root = nn.Module()
     containers = {id(root)}
-    for node in graph.layers:
+    for node in graph.registration():
         if node.op not in MODULES:
             continue
         assert node.args is not None
@@ -106,15 +106,38 @@ def _fx_graph(graph: Graph, inplace: set[str]) -> fx.Graph:
             out = g.call_module(node.name, (env[src],))
         else:
             inputs = [env[i] for i in node.inputs]
-            out = MERGES[node.op](g, inputs, node.name in inplace)
+            out = FUNCTIONS[node.op](g, inputs, node.args, graph.input_shapes(node),
+                                     node.name in inplace)
             if out in inputs:  # a merge of one tensor is that tensor; keep its own name
                 env[node.name] = out
                 continue
         out.meta[NODE_META] = node.name
         env[node.name] = out
-    g.output(env[graph.output])
+    outs = [env[o] for o in graph.outputs]
+    g.output(outs[0] if len(outs) == 1 else tuple(outs))
     g.lint()
     return g
+
+
+def _register_in_order(model: nn.Module, graph: Graph) -> None:
+    """GraphModule installs modules in the order the forward calls them; where the spec
+    registers a layer elsewhere (a block's own layer scale first), put each container's
+    children back in registration order, so state_dicts follow the Graph."""
+    if graph.register_order is None:
+        return
+    order: dict[int, tuple[nn.Module, list[str]]] = {}
+    for node in graph.registration():
+        if node.op not in MODULES:
+            continue
+        parent = model
+        for atom in node.name.split("."):
+            _, names = order.setdefault(id(parent), (parent, []))
+            if atom not in names:
+                names.append(atom)
+            parent = parent._modules[atom]  # type: ignore[assignment]
+    for parent, names in order.values():
+        rest = [k for k in parent._modules if k not in names]
+        parent._modules = {k: parent._modules[k] for k in [*names, *rest]}
 
 
 def graph_module(graph: Graph, inplace: bool = True) -> fx.GraphModule:
@@ -124,6 +147,7 @@ def graph_module(graph: Graph, inplace: bool = True) -> fx.GraphModule:
     where = inplace_nodes(graph) if inplace else set()
     root = _root(graph, where)
     model = fx.GraphModule(root, _fx_graph(graph, where), class_name=_class_name(graph))
+    _register_in_order(model, graph)
     # a plain attribute: forward never reads it, so compile and DDP never see it. fx's
     # deepcopy (EMA copies, AveragedModel) rebuilds the module from its graph alone and
     # keeps only attributes listed under this meta key.

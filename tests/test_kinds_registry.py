@@ -1,0 +1,52 @@
+"""A layer kind is declared once: its module in netspec/kinds/ registers it, and each
+backend has exactly one entry for it. These tests fail when a kind is added without
+its backend entries, or a backend keeps an entry for a kind that is gone."""
+
+from __future__ import annotations
+
+import pytest
+
+from netspec.backends.onnx.emitters import EMITTERS
+from netspec.backends.torch.layers import FUNCTIONS, MODULES
+from netspec.json_schema import spec_schema
+from netspec.kinds import FAMILIES, OPS, REGISTRY, SPEC_KINDS, LayerArgs
+
+
+def test_every_op_has_exactly_one_torch_entry() -> None:
+    assert not set(MODULES) & set(FUNCTIONS)
+    assert set(MODULES) | set(FUNCTIONS) == set(OPS)
+
+
+def test_every_op_has_an_onnx_emitter() -> None:
+    assert set(EMITTERS) == set(OPS)
+
+
+def test_registry_is_every_layerargs_subclass_with_an_op() -> None:
+    def subclasses(cls: type) -> set[type]:
+        out = set(cls.__subclasses__())
+        for sub in list(out):
+            out |= subclasses(sub)
+        return out
+
+    with_op = {c for c in subclasses(LayerArgs) if "op" in c.__dict__}
+    assert with_op == set(REGISTRY.values()) == set(OPS.values())
+
+
+def test_spec_kinds_and_families_come_from_the_registry() -> None:
+    assert set(SPEC_KINDS) == {c.spec_kind for c in OPS.values()}
+    for kind, members in FAMILIES.items():
+        for cls in members.values():
+            assert cls.spec_kind == kind
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_every_kind_has_samples_that_validate(op: str) -> None:
+    cls = OPS[op]
+    assert cls.samples, f"{op} declares no samples for the property tests"
+    for options in cls.samples:
+        cls.model_validate(options)
+
+
+def test_schema_lists_every_spec_kind() -> None:
+    layer = spec_schema()["$defs"]["layer"]["anyOf"][1]["properties"]
+    assert set(SPEC_KINDS) <= set(layer)
