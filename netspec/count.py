@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from netspec.graph import Counts, Graph, Node, total
+from netspec.kinds import Shape, numel
+
+if TYPE_CHECKING:  # graph.py imports this module (Graph.params): one way only, no cycle
+    from netspec.graph import Graph, Node
+
+
+@dataclass(frozen=True)
+class Counts:
+    params: int
+    #: parameters an optimizer updates: all but the fixed ones (DFL's bins)
+    trainable: int
+    buffers: int
+    macs: int
+
+    @property
+    def size_mb_fp32(self) -> float:
+        return self.params * 4 / 1e6
+
+    @property
+    def size_mb_bf16(self) -> float:
+        return self.params * 2 / 1e6
+
+
+def total(shapes: dict[str, Shape]) -> int:
+    return sum(numel(s) for s in shapes.values())
 
 
 @dataclass(frozen=True)
@@ -35,9 +60,10 @@ def node_counts(graph: Graph) -> list[NodeCount]:
 def count(graph: Graph) -> Counts:
     rows = node_counts(graph)
     params = sum(r.params for r in rows)
+    fixed = sum(r.params for r in rows if r.node.args is not None and r.node.args.fixed_params)
     return Counts(
         params=params,
-        trainable=params,
+        trainable=params - fixed,
         buffers=sum(r.buffers for r in rows),
         macs=sum(r.macs for r in rows),
     )

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from netspec.count import count, node_counts
 from netspec.graph import INPUT, Graph, Node
 from netspec.kinds import fmt_shape
+from netspec.report import outputs_text
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Diff:
     changes: list[Change]
     params: tuple[int, int]     # totals in a, b
     macs: tuple[int, int]
+    outputs: tuple[str, str]    # what each network returns, as ``params`` shows it
 
 
 def _sides(graph: Graph) -> dict[str, Side]:
@@ -72,11 +74,19 @@ def diff(a: Graph, b: Graph) -> Diff:
     sa, sb = _sides(a), _sides(b)
     changes: list[Change] = []
     # b's order, with each removed node placed after the b node that precedes it in a
-    order: list[str] = list(sb)
-    for i, name in enumerate(sa):
-        if name not in sb:
-            prev = [n for n in list(sa)[:i] if n in order]
-            order.insert(order.index(prev[-1]) + 1 if prev else 0, name)
+    # each removed node goes after the last node before it in a that b still has (one
+    # pass: removed runs keep a's order)
+    after: dict[str | None, list[str]] = {}
+    anchor: str | None = None
+    for name in sa:
+        if name in sb:
+            anchor = name
+        else:
+            after.setdefault(anchor, []).append(name)
+    order: list[str] = list(after.get(None, []))
+    for name in sb:
+        order.append(name)
+        order += after.get(name, [])
     for name in order:
         x, y = sa.get(name), sb.get(name)
         if x is None:
@@ -90,7 +100,7 @@ def diff(a: Graph, b: Graph) -> Diff:
                 changes.append(Change(name, "changed", x, y, what))
     ca, cb = count(a), count(b)
     return Diff(a.spec_file or a.name, b.spec_file or b.name, changes,
-                (ca.params, cb.params), (ca.macs, cb.macs))
+                (ca.params, cb.params), (ca.macs, cb.macs), (outputs_text(a), outputs_text(b)))
 
 
 def _signed(n: int) -> str:
@@ -126,6 +136,8 @@ def as_table(d: Diff) -> str:
         "", *body, "",
         f"parameters  {pa:>14,} → {pb:>14,}   ({_signed(pb - pa)})",
         f"MACs        {ma:>14,} → {mb:>14,}   ({_signed(mb - ma)})",
+        f"outputs     {d.outputs[0]} → {d.outputs[1]}"
+        + ("" if d.outputs[0] != d.outputs[1] else "   (the same)"),
     ])
 
 
@@ -134,6 +146,7 @@ def as_json(d: Diff) -> str:
         "a": d.a, "b": d.b,
         "params": {"a": d.params[0], "b": d.params[1], "delta": d.params[1] - d.params[0]},
         "macs": {"a": d.macs[0], "b": d.macs[1], "delta": d.macs[1] - d.macs[0]},
+        "outputs": {"a": d.outputs[0], "b": d.outputs[1]},
         "changes": [
             {"name": c.name, "status": c.status, "what": c.what,
              "a": asdict(c.a) if c.a else None, "b": asdict(c.b) if c.b else None,

@@ -46,6 +46,20 @@ class UsageError(NetspecError):
         return one_line(super().__str__())
 
 
+class VarError(UsageError):
+    """A var set from outside the spec (``load(path, classes=10)``, ``--set``) that the spec
+    has not, or whose value does not evaluate. The message speaks of vars, as a Python
+    caller knows them; the command line rephrases it as the flag it came from."""
+
+    def __init__(self, subject: str, detail: str) -> None:
+        super().__init__(f"var {subject}: {detail}")
+        self.subject = subject
+        self.detail = detail
+
+    def as_flag(self, flag: str = "--set") -> UsageError:
+        return UsageError(f"{flag} {self.subject}: {self.detail}")
+
+
 class SpecError(NetspecError):
     def __init__(self, message: str, pos: Pos | None = None) -> None:
         super().__init__(message)
@@ -76,10 +90,11 @@ SYNONYMS = {
 }
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A ' (did you mean X?)' suffix, or '' when nothing is close."""
+def did_you_mean(word: str, choices: Iterable[str], sigil: str = "") -> str:
+    """A ' (did you mean X?)' suffix, or '' when nothing is close. ``sigil`` is written
+    before the suggestion as the user writes it: ``$`` for a var."""
     options = sorted(choices)
     if SYNONYMS.get(str(word)) in options:
-        return f" (did you mean '{SYNONYMS[str(word)]}'?)"
+        return f" (did you mean '{sigil}{SYNONYMS[str(word)]}'?)"
     close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean '{sigil}{close[0]}'?)" if close else ""

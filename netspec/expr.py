@@ -1,9 +1,10 @@
 """The spec's small arithmetic: ``$width * 2``, ``$in // 2``, ``max(8, round($c * 0.25))``.
 
 A hand-written tokenizer and precedence-climbing parser over a fixed grammar — never
-Python's ``eval``. It can read variables, do + - * / // % on numbers, and call round,
-min, max; nothing else exists for it to reach. Sizes are bounded (text length, nesting,
-magnitude of every intermediate result), and division by zero is an ordinary error.
+Python's ``eval``. It can read variables, do + - * / // % on numbers, and call the
+functions of ``FUNCTIONS`` (round, min, max, int); nothing else exists for it to
+reach. Sizes are bounded (text length, nesting, magnitude of every intermediate
+result), and division by zero is an ordinary error.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class _Parser:
                 from netspec.errors import did_you_mean
 
                 raise ExprError(
-                    f"unknown variable '${name}'{did_you_mean(name, self.env)}", tok.offset
+                    f"unknown variable '${name}'{did_you_mean(name, self.env, '$')}", tok.offset
                 )
             return self.env[name]
         if tok.kind == "name":

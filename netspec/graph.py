@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from netspec.errors import Pos
-from netspec.kinds import LayerArgs, Shape, numel
-
-INPUT = "input"
+from netspec.count import Counts, count
+from netspec.errors import Pos, SpecError
+from netspec.kinds import REGISTRY, LayerArgs, Shape
+from netspec.names import INPUT, RESERVED_NAMES
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,18 @@ class Graph:
     def output_shapes(self) -> list[Shape]:
         return [self.nodes[o].shape for o in self.outputs]
 
+    def live(self) -> set[str]:
+        """The nodes some output depends on; the rest hold weights nobody computes with
+        (a detection head's fixed DFL weights, before decoding)."""
+        seen = set(self.outputs)
+        stack = list(self.outputs)
+        while stack:
+            for i in self.nodes[stack.pop()].inputs:
+                if i not in seen:
+                    seen.add(i)
+                    stack.append(i)
+        return seen
+
     def registration(self) -> list[Node]:
         """Every layer in the order its tensors register (state_dict order)."""
         if self.register_order is None:
@@ -131,27 +143,54 @@ class Graph:
                 users[i].append(node.name)
         return users
 
+    def inplace_nodes(self) -> set[str]:
+        """Nodes that may overwrite their (first) input, as the torch backend runs them:
+        it is a fresh tensor that nothing else reads (this is its one consumer, once; it
+        is not an output) and that no backward needs, so the overwrite cannot be seen."""
+        users = self.consumers()
+        out = set()
+        for node in self.layers:
+            if node.args is not None and node.args.inplace_ok:
+                src = self.nodes[node.inputs[0]]
+                if (src.args is not None and src.args.fresh_output
+                        and users[src.name] == [node.name] and src.name not in self.outputs):
+                    out.add(node.name)
+        return out
+
+    def lint(self) -> list[SpecError]:
+        """The IR's own invariants, checked once after resolve so that no backend needs a
+        backstop: inputs come before their readers, every op has a kind, outputs exist,
+        the registration order is a permutation of the layers, and names can be module
+        paths — no atom torch modules use for themselves, no layer inside another."""
+        problems: list[SpecError] = []
+        seen: set[str] = set()
+        for node in self.nodes.values():
+            if node.op != INPUT and node.op not in REGISTRY:
+                problems.append(SpecError(f"layer '{node.name}': unknown op {node.op!r}",
+                                          node.pos))
+            for i in node.inputs:
+                if i not in seen:
+                    problems.append(SpecError(f"layer '{node.name}' reads '{i}', which is "
+                                              "not an earlier layer", node.pos))
+            for atom in node.name.split("."):
+                if node.op != INPUT and (atom.startswith("_") or atom in RESERVED_NAMES):
+                    problems.append(SpecError(f"layer name '{node.name}': '{atom}' is "
+                                              "reserved (torch modules use it)", node.pos))
+            scope = node.name
+            while "." in scope:
+                scope = scope.rpartition(".")[0]
+                if scope in self.nodes:
+                    problems.append(SpecError(f"layer name '{node.name}' puts a layer inside "
+                                              f"layer '{scope}'", node.pos))
+            seen.add(node.name)
+        for o in self.outputs:
+            if o not in self.nodes:
+                problems.append(SpecError(f"output '{o}' is not a layer"))
+        if self.register_order is not None and sorted(self.register_order) != sorted(
+                n.name for n in self.layers):
+            problems.append(SpecError("the registration order is not the layers' names"))
+        return problems
+
     def params(self) -> Counts:
-        from netspec.count import count
-
+        """Parameters, trainable parameters, buffer values and MACs (netspec/count.py)."""
         return count(self)
-
-
-@dataclass(frozen=True)
-class Counts:
-    params: int
-    trainable: int
-    buffers: int
-    macs: int
-
-    @property
-    def size_mb_fp32(self) -> float:
-        return self.params * 4 / 1e6
-
-    @property
-    def size_mb_bf16(self) -> float:
-        return self.params * 2 / 1e6
-
-
-def total(shapes: dict[str, Shape]) -> int:
-    return sum(numel(s) for s in shapes.values())

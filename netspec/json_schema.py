@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from netspec.expr import FUNCTIONS
 from netspec.kinds import FAMILIES, NORM_KINDS, SPEC_KINDS
 from netspec.spec import SpecModel
 
 EXPRESSION = {"type": "string", "pattern": r"\$",
-              "description": "an expression over $vars: + - * / // % ( ) round min max"}
+              "description": "an expression over $vars: + - * / // % ( ) "
+                             + " ".join(FUNCTIONS)}
 
 COMMON = {
     "as": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
@@ -20,6 +22,9 @@ COMMON = {
     "input": {"type": "string",
               "description": "read this earlier tensor (name, in, name.i) instead of the "
                              "current one"},
+    "register_before": {"type": "string",
+                        "description": "register this entry's tensors before those of the "
+                                       "earlier sibling entry with this name"},
 }
 
 

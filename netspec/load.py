@@ -7,7 +7,8 @@ from typing import Any
 
 from netspec.errors import SpecErrors
 from netspec.graph import Graph
-from netspec.resolve import Resolver, check_defaults, lint_layers
+from netspec.lint import check_defaults, lint_layers
+from netspec.resolve import Resolver
 from netspec.spec import validate_top_level
 from netspec.yaml_loader import Document, load_file, load_text
 

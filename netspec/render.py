@@ -13,7 +13,11 @@ What is drawn:
   ordinary edges into a merge node. An edge is a *skip* (drawn dashed) when its source is
   not the node just before its target in Graph order, i.e. it jumps over nodes;
 - scopes (block uses, repeats, dense blocks, shortcuts) as DOT clusters / Mermaid
-  subgraphs, nested, labelled with ``graph.scopes``.
+  subgraphs, nested, labelled with ``graph.scopes``;
+- with ``fold`` (``netspec graph``'s default), each repeat and dense block drawn once —
+  its first copy, in a cluster labelled with the count — and, unless a depth is given,
+  scopes collapsed to the deepest level that keeps the picture within
+  ``READABLE_BOXES`` boxes (``readable_depth``).
 
 When scopes collapse, the edges between two boxes are **deduplicated**: one edge per pair
 of boxes, whatever the number of tensors that flow between their members; edges inside a
@@ -22,6 +26,7 @@ box disappear. At full depth there is exactly one box per node and one edge per 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from netspec.count import node_counts
@@ -61,18 +66,70 @@ def _group(name: str, depth: int | None) -> str:
     return name
 
 
-def picture(graph: Graph, depth: int | None = None) -> Picture:
+#: scope kinds whose copies are alike: folded, they are drawn once
+FOLDED_KINDS = ("repeat", "dense")
+
+
+def _folder(graph: Graph) -> Callable[[str], str]:
+    """Node name → the name it is drawn as when repeats and dense blocks are folded: copy
+    ``i`` of a repeat (layer ``i`` of a dense block) as copy 0, a dense block's merges as
+    its first merge."""
+    folded = {p for p, sc in graph.scopes.items() if sc.kind in FOLDED_KINDS}
+    first_merge: dict[str, str] = {}
+    for name in graph.nodes:
+        scope, _, leaf = name.rpartition(".")
+        if scope in folded and not leaf.isdigit():
+            first_merge.setdefault(scope, leaf)
+
+    def fold(name: str) -> str:
+        parts = name.split(".")
+        for k in range(len(parts) - 1):
+            if ".".join(parts[:k + 1]) in folded:
+                nxt = parts[k + 1]
+                if nxt.isdigit():
+                    parts[k + 1] = "0"
+                elif k + 2 == len(parts):  # a dense block's merge
+                    parts[k + 1] = first_merge[".".join(parts[:k + 1])]
+        return ".".join(parts)
+
+    return fold
+
+
+#: the most boxes a default picture has: about a screen-and-a-half of height per 20
+#: boxes at Graphviz's default spacing; past it, the default depth collapses scopes
+READABLE_BOXES = 60
+
+
+def readable_depth(graph: Graph, fold: bool = True) -> int | None:
+    """The deepest ``depth`` (None: every node) whose picture has at most
+    ``READABLE_BOXES`` boxes; 0 when even that has more."""
+    depth = max((n.name.count(".") for n in graph), default=0)
+    if len(picture(graph, None, fold).boxes) <= READABLE_BOXES:
+        return None
+    for d in range(depth - 1, 0, -1):
+        if len(picture(graph, d, fold).boxes) <= READABLE_BOXES:
+            return d
+    return 0
+
+
+def picture(graph: Graph, depth: int | None = None, fold: bool = False) -> Picture:
+    """The boxes and edges to draw. ``fold``: each repeat and dense block drawn once (its
+    first copy, labelled with the count), so large nets stay readable."""
     if depth is not None and depth < 0:
         raise ValueError("depth must be 0 or more")
     order = {name: i for i, name in enumerate(graph.nodes)}
     counts = {c.node.name: c.params for c in node_counts(graph)}
     boxes: dict[str, Box] = {}
     box_of: dict[str, str] = {}
+    folder = _folder(graph) if fold else None
     for node in graph:
-        key = _group(node.name, depth)
+        drawn = folder(node.name) if folder else node.name
+        key = _group(drawn, depth)
         box_of[node.name] = key
         i = order[node.name]
-        if key != node.name:            # a collapsed scope
+        if drawn != node.name and key in boxes:  # a folded copy: drawn by copy 0
+            continue
+        if key != drawn:                 # a collapsed scope
             box = boxes.get(key)
             if box is None:
                 scope = graph.scopes.get(key)
@@ -97,19 +154,24 @@ def picture(graph: Graph, depth: int | None = None) -> Picture:
 
     edges: list[tuple[str, str, bool]] = []
     seen: set[tuple[str, str]] = set()
+    folded_edges: dict[tuple[str, str], bool] = {}
     for node in graph:
         for src in node.inputs:
             a, b = box_of[src], box_of[node.name]
             if a == b:
                 continue
-            if depth is None or len(boxes) == len(graph):
-                skip = order[src] != order[node.name] - 1
-            else:
-                if (a, b) in seen:
-                    continue
+            if folder:
+                if boxes[a].index >= boxes[b].index:
+                    continue  # from one folded copy into the next
+                # a skip unless one of the tensors it stands for comes straight before
+                adjacent = order[src] == order[node.name] - 1
+                folded_edges[(a, b)] = folded_edges.get((a, b), False) or adjacent
+            elif depth is None or len(boxes) == len(graph):
+                edges.append((a, b, order[src] != order[node.name] - 1))
+            elif (a, b) not in seen:
                 seen.add((a, b))
-                skip = boxes[a].last != boxes[b].index - 1
-            edges.append((a, b, skip))
+                edges.append((a, b, boxes[a].last != boxes[b].index - 1))
+    edges += [(a, b, not adjacent) for (a, b), adjacent in folded_edges.items()]
 
     clusters: dict[str, str] = {}
     for box in boxes.values():
@@ -118,7 +180,10 @@ def picture(graph: Graph, depth: int | None = None) -> Picture:
             path = ".".join(parts[:k])
             if path not in clusters:
                 scope = graph.scopes.get(path)
-                clusters[path] = scope.label if scope else path
+                label = scope.label if scope else path
+                if folder and scope and scope.kind in FOLDED_KINDS:
+                    label += " (drawn once)"
+                clusters[path] = label
     return Picture(graph.name, boxes, edges, clusters)
 
 
@@ -147,8 +212,8 @@ def _dot_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def to_dot(graph: Graph, depth: int | None = None) -> str:
-    pic = picture(graph, depth)
+def to_dot(graph: Graph, depth: int | None = None, fold: bool = False) -> str:
+    pic = picture(graph, depth, fold)
     boxes_in, subs = _children(pic)
     out = [
         f"digraph {_dot_str(pic.name)} {{",
@@ -186,8 +251,8 @@ def _mmd_str(text: str) -> str:
             .replace(">", "#gt;"))
 
 
-def to_mermaid(graph: Graph, depth: int | None = None) -> str:
-    pic = picture(graph, depth)
+def to_mermaid(graph: Graph, depth: int | None = None, fold: bool = False) -> str:
+    pic = picture(graph, depth, fold)
     boxes_in, subs = _children(pic)
     ids = {key: f"n{i}" for i, key in enumerate(pic.boxes)}
     cids = {path: f"s{i}" for i, path in enumerate(pic.clusters)}

@@ -56,6 +56,11 @@ def rows(graph: Graph, depth: int | None = None) -> list[Row]:
     return out
 
 
+def plural(n: int, word: str) -> str:
+    """``1 layer``, ``2 layers``, ``1,024 parameters``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def outputs_text(graph: Graph) -> str:
     """``[1000]``, or ``p3 [144, 80, 80], p4 […]`` for several named outputs."""
     if graph.output_names == ("output",):
@@ -194,7 +199,8 @@ def as_table(graph: Graph, depth: int | None = None, color: bool = False) -> str
     lines += [
         rule,
         f"{bold}parameters{off}   {t['params']:>16,}   (trainable {t['trainable']:,})",
-        f"buffers      {t['buffers']:>16,}   (BN running mean and variance; not parameters)",
+        f"buffers      {t['buffers']:>16,}"
+        + ("   (BN running mean and variance; not parameters)" if t["buffers"] else ""),
         f"MACs         {t['macs']:>16,}   ({_si(t['macs'])} per sample)",
         f"weights      {t['size_mb']['fp32']:>13,.2f} MB   at fp32; "
         f"{t['size_mb']['bf16']:,.2f} MB at bf16",

@@ -80,6 +80,44 @@ class Document:
         path = tuple(path)
         return self.key_pos.get(path) or self.pos(path)
 
+    def at(self, path: Path) -> Any:
+        """The value at ``path``, or None where there is none."""
+        data = self.data
+        for key in path:
+            try:
+                data = data[key]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return data
+
+    def expr_pos(self, path: Path, offset: int) -> Pos:
+        """The position of character ``offset`` of the string at ``path`` (an expression
+        whose error points inside it), following the scalar through its source text:
+        quotes, and lines YAML folded into spaces."""
+        pos = self.pos(path)
+        value = self.at(path)
+        lines = self.text.splitlines(keepends=True)
+        if not isinstance(value, str) or not 0 < pos.line <= len(lines):
+            return pos
+        src = "".join(lines[pos.line - 1:])
+        j = pos.col - 1 + (1 if src[pos.col - 1:pos.col] in ("'", '"') else 0)
+        i = 0
+        while i < offset and j < len(src):
+            if value[i] == src[j]:
+                i, j = i + 1, j + 1
+            elif src[j] in " \t\r\n":
+                j += 1
+            elif value[i] == " ":
+                i += 1
+            else:
+                break
+        while j < len(src) and src[j] in " \t\r\n" and (i >= len(value) or value[i] != " "):
+            j += 1
+        before = src[:j]
+        line = pos.line + before.count("\n")
+        col = j - before.rfind("\n") if "\n" in before else j + 1
+        return Pos(pos.file, line, col)
+
 
 def _mark_pos(file: str, mark: Any) -> Pos:
     return Pos(file, mark.line + 1, mark.column + 1)

@@ -106,7 +106,8 @@ class ShuffleNetV2(nn.Module):
         self.stage3: nn.Sequential
         self.stage4: nn.Sequential
         for name, repeats, out in zip(
-            ("stage2", "stage3", "stage4"), stages_repeats, stages_out_channels[1:4]
+            ("stage2", "stage3", "stage4"), stages_repeats, stages_out_channels[1:4],
+            strict=True,
         ):
             units = [InvertedResidual(c, out, 2)]
             units += [InvertedResidual(out, out, 1) for _ in range(repeats - 1)]

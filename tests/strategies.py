@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
+from netspec.kinds import FAMILIES, NORM_KINDS, SPEC_KINDS, ShapeError
+
 Shape = tuple[int, ...]
 
 MAX_IN_C = 8      # input channels
@@ -39,16 +41,39 @@ MAX_CH = 32       # channels after merges
 MAX_HW = 32       # spatial size at any point
 MAX_F = 1024      # features after flatten / concat
 
-ACTIVATIONS = ("relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "leaky_relu")
-NORM_FIELDS = {
-    "batch": {"kind", "eps", "momentum", "affine"},
-    "layer": {"kind", "eps", "affine"},
-    "instance": {"kind", "eps", "affine"},
-    "group": {"kind", "eps", "groups", "affine"},
-    "rms": {"kind", "eps", "over", "affine"},
-}
-SHORTHAND = {"norm": "kind", "gelu": "approximate", "leaky_relu": "slope",
-             "adaptive_avgpool": "size", "upsample": "scale", "add": "from", "concat": "from"}
+#: kinds with a generator of their own below, which draws their options over their
+#: whole range; every other kind the registry knows is drawn from its own ``samples``
+#: (so a new kind is covered here without a line of this file)
+DEDICATED = ("conv", "conv_transpose", "linear", "norm", "dropout", "gelu", "leaky_relu",
+             "maxpool", "avgpool", "adaptive_avgpool", "global_avgpool", "flatten", "upsample")
+#: merges read named tensors: drawn by ``skip`` where names are in sight
+MERGES = tuple(k for k in SPEC_KINDS if FAMILIES[k].get(None) is not None
+               and FAMILIES[k][None].arity is None)
+#: the kinds drawn from the registry's samples
+SAMPLED = tuple(k for k in SPEC_KINDS if k not in DEDICATED and k not in MERGES)
+#: kinds that make one node (split makes one per part)
+SINGLE_NODE = tuple(k for k in (*DEDICATED, *SAMPLED) if k != "split")
+ACTIVATIONS = ("gelu", "leaky_relu")
+NORM_FIELDS = {k: set(c.option_names()) for k, c in NORM_KINDS.items()}
+SHORTHAND = {k: c.shorthand for k, f in FAMILIES.items() for c in f.values() if c.shorthand}
+
+
+def sampled_options(kind: str, shape: Shape) -> list[tuple[dict[str, Any], Shape]]:
+    """The kind's declared samples that its own shape rule accepts on ``shape``, with
+    the output shape each gives."""
+    cls = FAMILIES[kind][None]
+    if len(shape) not in cls.ranks:
+        return []
+    out = []
+    for options in cls.samples:
+        try:
+            y = cls.model_validate(options).out_shape([shape])
+        except (ShapeError, ValueError):
+            continue
+        if len(y) == 3 and (y[0] > MAX_CH or y[1] > MAX_HW or y[2] > MAX_HW):
+            continue
+        out.append((dict(options), y))
+    return out
 
 _MISSING: Any = object()
 
@@ -140,6 +165,9 @@ class Gen:
         self.defaults_text: dict[str, dict[str, Any]] = {}
         self.blocks: dict[str, dict[str, Any]] = {}
         self.names: dict[str, Shape] = {}
+        #: the name of the current tensor, when the last top-level entry has one: a merge
+        #: that names it takes its list as written
+        self.current: str | None = None
         self.norm_log: list[tuple[str, dict[str, Any]]] = []
 
     # ------------------------------------------------------------------ values
@@ -241,11 +269,14 @@ class Gen:
 
     # ------------------------------------------------------------------ leaf layers
     def leaf_kinds(self, shape: Shape, preserving: bool = False) -> list[str]:
+        sampled = [k for k in SAMPLED
+                   if any(not preserving or len(y) == len(shape)
+                          for _, y in sampled_options(k, shape))]
         if len(shape) == 1:
-            return ["linear", "norm", "dropout", *ACTIVATIONS, "flatten"]
+            return ["linear", "norm", "dropout", *ACTIVATIONS, "flatten", *sampled]
         c, h, w = shape
         kinds = ["conv", "conv_transpose", "norm", "dropout", *ACTIVATIONS, "maxpool",
-                 "avgpool", "adaptive_avgpool", "global_avgpool"]
+                 "avgpool", "adaptive_avgpool", "global_avgpool", *sampled]
         if not preserving and c * h * w <= MAX_F:
             kinds.append("flatten")
         if 2 * h <= MAX_HW and 2 * w <= MAX_HW:
@@ -301,6 +332,12 @@ class Gen:
             o.set("scale", float(s) if d(st.booleans()) else s)
             o.take("mode", st.sampled_from(["nearest", "bilinear"]), "nearest")
             return kind, o, (c, h * s, w * s)
+        if kind in SAMPLED:
+            options, out = d(st.sampled_from(sampled_options(kind, shape)))
+            o = Opts(self, kind, set())  # no defaults: a sample is valid as written
+            for key, value in options.items():
+                o.set(key, value)
+            return kind, o, out
         raise AssertionError(kind)
 
     def _conv(self, kind: str, shape: Shape) -> tuple[str, Opts, Shape]:
@@ -396,8 +433,16 @@ class Gen:
         if k == "batch":
             o.take("momentum", st.sampled_from([0.1, 0.01, 0.5, 1.0, None]), 0.1)
         if k == "layer":
-            o.take("affine", st.sampled_from(["channel", "element", "none", True, False]),
-                   "channel")
+            over = "channels+space"
+            if len(shape) == 3 and shape[0] > 1:
+                over = o.take("over", st.sampled_from(["channels", "channels+space"]),
+                              "channels+space")
+            elif "over" in o.preset:  # a default this input cannot take: write it over
+                o.set("over", "channels+space")
+            modes: list[Any] = ["channel", "none", True, False]
+            o.take("affine", st.sampled_from(modes if over == "channels"
+                                             else [*modes, "element"]), "channel",
+                   allowed=modes if over == "channels" else None)
         else:
             o.take("affine", st.booleans(), True)
         if k == "group":
@@ -447,6 +492,8 @@ class Gen:
             item, out = self.skip(shape, extra)
         if name:
             self.names[name] = out
+        if top:
+            self.current = name
         return item, out
 
     def repeat(self, shape: Shape, extra: dict[str, Any]) -> tuple[Any, Shape]:
@@ -596,6 +643,8 @@ class Gen:
         for name, s in self.names.items():
             if s == shape:
                 found.append(("add", name))
+            if s == shape or (len(s) == 3 and s == (shape[0], 1, 1)):  # a gate broadcasts
+                found.append(("mul", name))
             if len(s) == len(shape) and s[1:] == shape[1:] \
                     and s[0] + shape[0] <= (MAX_CH if len(shape) == 3 else MAX_F):
                 found.append(("concat", name))
@@ -608,11 +657,15 @@ class Gen:
         others = [n for o, n in self._skip_targets(shape) if o == op and n != name]
         if others and d(st.booleans()):
             refs.append(d(st.sampled_from(others)))
+        if refs == [self.current]:  # only the current tensor: join it with itself
+            refs = [name, name]
+        # the current tensor comes first unless the list names it
+        implicit = [] if self.current in refs else [shape[0]]
         if op == "concat":
-            total = shape[0] + sum(self.names[r][0] for r in refs)
+            total = sum(implicit) + sum(self.names[r][0] for r in refs)
             if total > (MAX_CH if len(shape) == 3 else MAX_F):
-                refs = [name]
-                total = shape[0] + self.names[name][0]
+                refs = [name, name] if name == self.current else [name]
+                total = sum(implicit) + sum(self.names[r][0] for r in refs)
             out = (total, *shape[1:])
         else:
             out = shape
@@ -794,9 +847,9 @@ def spec_texts(draw: Any, named_skips: bool = True) -> tuple[str, Shape]:
     return g.document(shape, layers, out), out
 
 
-RANK1_KINDS = ("linear", "norm", "dropout", *ACTIVATIONS, "flatten")
-ALL_KINDS = ("conv", "conv_transpose", "linear", "norm", "dropout", *ACTIVATIONS, "maxpool",
-             "avgpool", "adaptive_avgpool", "global_avgpool", "flatten", "upsample")
+RANK1_KINDS = ("linear", "norm", "dropout", *ACTIVATIONS, "flatten",
+               *(k for k in SAMPLED if 1 in FAMILIES[k][None].ranks))
+ALL_KINDS = SINGLE_NODE
 
 
 @st.composite
@@ -808,11 +861,14 @@ def single_layer_specs(draw: Any, kinds: tuple[str, ...] = ALL_KINDS) -> SingleL
     kind = draw(st.sampled_from(kinds))
     rank = draw(st.sampled_from([1, 3])) if kind in RANK1_KINDS and kind != "linear" else (
         1 if kind == "linear" else 3)
-    if rank == 1:
-        shape: Shape = (draw(st.integers(1, MAX_IN_F)),)
-    else:
-        shape = (draw(st.integers(1, MAX_IN_C)), draw(st.integers(1, MAX_IN_HW)),
-                 draw(st.integers(1, MAX_IN_HW)))
+    while True:  # an input the kind takes (a shuffle needs channels its groups divide)
+        if rank == 1:
+            shape: Shape = (draw(st.integers(1, MAX_IN_F)),)
+        else:
+            shape = (draw(st.integers(1, MAX_IN_C)), draw(st.integers(1, MAX_IN_HW)),
+                     draw(st.integers(1, MAX_IN_HW)))
+        if kind not in SAMPLED or sampled_options(kind, shape):
+            break
     g.draw_defaults([kind, "norm" if kind != "norm" else "conv"])
     spec_kind, o, out = g.leaf(kind, shape)
     extra = {"as": "layer"} if draw(st.booleans()) else {}

@@ -105,7 +105,7 @@ def test_unknown_variable_suggests_the_close_one() -> None:
     with pytest.raises(ExprError) as info:
         evaluate("1 + $widht", {"width": 4, "depth": 2})
     assert "unknown variable '$widht'" in str(info.value)
-    assert "did you mean 'width'" in str(info.value)
+    assert "did you mean '$width'" in str(info.value)  # as the spec writes it
     assert info.value.offset == 4
 
 
@@ -620,14 +620,23 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+#: the commands docs/architecture.md says load no torch/onnx (tests/test_doc_lists.py
+#: checks the two lists agree), each run here in a fresh process
+TORCH_FREE_COMMANDS = ("validate", "params", "schema", "graph", "diff")
+
+
 @pytest.mark.parametrize("args", [
     ("validate", "specs/resnet18.yaml"),
     ("params", "specs/resnet18.yaml"),
     ("params", "specs/resnet18.yaml", "--format", "json", "--depth", "1"),
+    ("params", "specs/resnet18.yaml", "--batch", "8"),
     ("schema",),
+    ("graph", "specs/resnet18.yaml", "-o", "{tmp}/r.dot"),
+    ("diff", "specs/resnet18.yaml", "--set-a", "width=64"),
 ])
-def test_validate_params_schema_never_import_torch_or_onnx(args: tuple[str, ...]) -> None:
-    done = run_cli(*args)
+def test_torch_free_commands_never_import_torch_or_onnx(args: tuple[str, ...],
+                                                         tmp_path: Path) -> None:
+    done = run_cli(*(a.format(tmp=tmp_path) for a in args))
     assert done.returncode == 0, done.stderr
     assert "HEAVY=\n" in done.stderr, done.stderr
     assert done.stdout.strip()

@@ -184,12 +184,12 @@ def test_diff_widen_add_remove(tmp_path: Path) -> None:
 
 def test_diff_cli_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = write(tmp_path, "a.yaml", BASE), write(tmp_path, "b.yaml", OTHER)
-    assert main(["diff", str(a), str(b)]) == 0
+    assert main(["diff", str(a), str(b)]) == 1  # as diff(1): they differ
     table = capsys.readouterr().out
     assert "1 added, 1 removed" in table
     assert re.search(r"^\+\s+c2\s", table, re.M) and re.search(r"^-\s+drop\s", table, re.M)
     assert "conv(out=8, k=3) → [8, 8, 8]" in table and "(+432)" in table
-    assert main(["diff", str(a), str(b), "--format", "json"]) == 0
+    assert main(["diff", str(a), str(b), "--format", "json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["params"]["delta"] == doc["params"]["b"] - doc["params"]["a"] > 0
     assert {c["name"]: c["status"] for c in doc["changes"]}["drop"] == "removed"
@@ -204,10 +204,68 @@ def test_graph_and_diff_never_import_torch(tmp_path: Path) -> None:
         assert main(["graph", {str(ROOT / "specs/resnet18.yaml")!r}, "-o",
                      {str(tmp_path / "r.dot")!r}]) == 0
         assert main(["diff", {str(ROOT / "specs/resnet18.yaml")!r},
-                     {str(ROOT / "specs/resnet50.yaml")!r}]) == 0
+                     {str(ROOT / "specs/resnet50.yaml")!r}]) == 1
         heavy = [m for m in ("torch", "onnx", "onnxruntime") if m in sys.modules]
         assert not heavy, heavy
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_diff_one_spec_at_two_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = str(ROOT / "specs/resnet18.yaml")
+    assert main(["diff", spec, "--set-b", "width=32", "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert {c["name"]: c["status"] for c in doc["changes"]}["conv1"] == "changed"
+    assert main(["diff", spec, "--set-a", "classes=10", "--set-b", "classes=10"]) == 0
+    capsys.readouterr()
+    assert main(["diff", spec, "--set-b", "widht=32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("--set-b widht: the spec has no var 'widht'") and "'width'" in err
+
+
+def _longest_chain(edges: list[tuple[str, str]], boxes: list[str]) -> int:
+    """Boxes on the longest path: the picture's height in ranks, as Graphviz lays it out."""
+    rank = dict.fromkeys(boxes, 1)
+    for _ in boxes:  # relax until stable (a DAG of at most len(boxes) ranks)
+        changed = False
+        for a, b in edges:
+            if rank[a] + 1 > rank[b]:
+                rank[b], changed = rank[a] + 1, True
+        if not changed:
+            break
+    return max(rank.values())
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_default_picture_of_every_bundled_spec_is_readable(
+        path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`netspec graph` with no options: repeats and dense blocks drawn once, scopes
+    collapsed as needed — at most READABLE_BOXES boxes, so at most that many ranks tall
+    (densenet121 unfolded is 428 boxes, 18,216 px tall)."""
+    from netspec.render import READABLE_BOXES
+
+    out = tmp_path / "p.dot"
+    assert main(["graph", str(path), "-o", str(out)]) == 0
+    folded = any(sc.kind in ("repeat", "dense") for sc in netspec.load(path).scopes.values())
+    assert ("drawn once" in capsys.readouterr().out) == folded
+    dot = out.read_text()
+    boxes = DOT_NODE.findall(dot)
+    edges = [(a, b) for a, b, _ in DOT_EDGE.findall(dot)]
+    assert 0 < len(boxes) <= READABLE_BOXES, (path.stem, len(boxes))
+    assert _longest_chain(edges, boxes) <= READABLE_BOXES
+    assert all(a in boxes and b in boxes for a, b in edges)
+
+
+def test_folding_draws_a_repeat_once_with_its_count() -> None:
+    g = netspec.load(ROOT / "specs/resnet18.yaml")
+    dot = to_dot(g, fold=True)
+    boxes = set(DOT_NODE.findall(dot))
+    assert "layer1.0.conv1" in boxes and not any(b.startswith("layer1.1.") for b in boxes)
+    assert 'label="layer1: basic × 2 (drawn once)"' in dot
+    # the stage's output still feeds the next stage, from the copy that is drawn
+    edges = {(a, b) for a, b, _ in DOT_EDGE.findall(dot)}
+    assert any(a.startswith("layer1.0.") and b.startswith("layer2.0.") for a, b in edges)
+    dense = to_dot(netspec.load(ROOT / "specs/densenet121.yaml"), fold=True)
+    assert "× 6" in dense and "(drawn once)" in dense

@@ -50,3 +50,15 @@ def test_every_kind_has_samples_that_validate(op: str) -> None:
 def test_schema_lists_every_spec_kind() -> None:
     layer = spec_schema()["$defs"]["layer"]["anyOf"][1]["properties"]
     assert set(SPEC_KINDS) <= set(layer)
+
+
+def test_the_property_generators_draw_every_spec_kind() -> None:
+    from strategies import Gen
+
+    gen = Gen(draw=None)  # only the shape rules are asked, nothing is drawn
+    drawn: set[str] = set()
+    for shape in [(8,), (1,), (8, 6, 6), (4, 1, 1), (1, 5, 5), (6, 16, 16)]:
+        drawn |= set(gen.leaf_kinds(shape))
+        gen.names = {"a": shape, "g": (shape[0], 1, 1) if len(shape) == 3 else shape}
+        drawn |= {op for op, _ in gen._skip_targets(shape)}
+    assert drawn >= set(SPEC_KINDS), sorted(set(SPEC_KINDS) - drawn)

@@ -87,6 +87,8 @@ def reference_module(layer: SingleLayer) -> nn.Module:
             return cls(c, momentum=o.get("momentum", 0.1), affine=affine)
         if nk == "layer":
             mode = {True: "channel", False: "none"}.get(affine, affine)
+            if len(shape) == 3 and o.get("over") == "channels":  # ConvNeXt's LayerNorm2d
+                return ChannelsLast(nn.LayerNorm(c, elementwise_affine=mode != "none"))
             if len(shape) == 1:
                 return nn.LayerNorm(c, elementwise_affine=mode != "none")
             if mode == "channel":
@@ -135,7 +137,52 @@ def reference_module(layer: SingleLayer) -> nn.Module:
         return nn.Flatten()
     if kind == "upsample":
         return nn.Upsample(scale_factor=float(o["scale"]), mode=o.get("mode", "nearest"))
-    raise AssertionError(kind)
+    if kind == "hardswish":
+        return nn.Hardswish()
+    if kind == "hardsigmoid":
+        return nn.Hardsigmoid()
+    if kind == "mish":
+        return nn.Mish()
+    if kind == "elu":
+        return nn.ELU(o.get("alpha", 1.0))
+    if kind == "softmax":
+        return nn.Softmax(dim=1)
+    if kind == "prelu":
+        return nn.PReLU(c if o.get("per_channel") else 1, init=o.get("init", 0.25))
+    if kind == "shuffle":
+        return nn.ChannelShuffle(o["groups"])
+    if kind == "layer_scale":  # torchvision ConvNeXt: γ of shape [C, 1, 1]
+        return LayerScaleRef(c, len(shape), o.get("init", 1e-6))
+    if kind == "drop_path":  # stochastic depth is the identity at inference
+        return nn.Identity()
+    if kind == "dfl":
+        return DFLRef(o.get("bins", 16))
+    raise AssertionError(f"no reference module for kind {kind!r}: add one here")
+
+
+class DFLRef(nn.Module):
+    """Ultralytics' DFL: per box side, softmax over the bins, then a frozen 1×1 conv
+    with weights 0 … bins−1 gives the expected bin."""
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+        self.conv = nn.Conv2d(bins, 1, 1, bias=False).requires_grad_(False)
+        self.conv.weight.data[:] = torch.arange(bins, dtype=torch.float).view(1, bins, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        p = x.view(n, 4, self.bins, h * w).transpose(2, 1).softmax(1)
+        return self.conv(p).view(n, 4, h, w)
+
+
+class LayerScaleRef(nn.Module):
+    def __init__(self, c: int, rank: int, init: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((c, 1, 1) if rank == 3 else (c,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
 
 
 def _local(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:

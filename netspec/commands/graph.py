@@ -27,12 +27,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("-o", "--output", required=True, metavar="FILE.{svg,png,dot,mmd}",
                    help="the picture; its extension picks the format")
     p.add_argument("--depth", type=int, default=None, metavar="N",
-                   help="collapse scopes deeper than N into one box (0: top level only)")
+                   help="collapse scopes deeper than N into one box (0: top level only; "
+                   "default: the deepest level that keeps the picture readable)")
+    p.add_argument("--unfold", action="store_true",
+                   help="draw every copy of a repeat and every layer of a dense block "
+                   "(default: each drawn once, labelled with the count)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from netspec.render import FORMATS, to_dot, to_mermaid
+    from netspec.render import FOLDED_KINDS, FORMATS, readable_depth, to_dot, to_mermaid
 
     out = Path(args.output)
     fmt = FORMATS.get(out.suffix.lower())
@@ -50,14 +54,16 @@ def run(args: argparse.Namespace) -> int:
                              "is not on PATH (apt-get install graphviz / brew install "
                              "graphviz); or write .dot or .mmd, which need nothing")
     graph = load_graph(args)
+    fold = not args.unfold
+    depth = args.depth if args.depth is not None else readable_depth(graph, fold)
     if fmt == "mermaid":
-        atomic_write(out, to_mermaid(graph, args.depth).encode("utf-8"))
+        atomic_write(out, to_mermaid(graph, depth, fold).encode("utf-8"))
     elif fmt == "dot":
-        atomic_write(out, to_dot(graph, args.depth).encode("utf-8"))
+        atomic_write(out, to_dot(graph, depth, fold).encode("utf-8"))
     else:
         assert dot is not None
         try:
-            proc = subprocess.run([dot, f"-T{fmt}"], input=to_dot(graph, args.depth).encode(),
+            proc = subprocess.run([dot, f"-T{fmt}"], input=to_dot(graph, depth, fold).encode(),
                                   capture_output=True, timeout=DOT_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
             raise UsageError(f"{out}: Graphviz dot took more than {DOT_TIMEOUT_S} s; try "
@@ -67,5 +73,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{out}: Graphviz dot failed (exit {proc.returncode}): "
                              f"{msg[-1] if msg else 'no message'}")
         atomic_write(out, proc.stdout)
-    print(f"wrote {out}")
+    folds = fold and any(sc.kind in FOLDED_KINDS for sc in graph.scopes.values())
+    notes = ["repeats and dense blocks drawn once (--unfold: all)"] if folds else []
+    if args.depth is None and depth is not None:
+        notes.append(f"scopes below depth {depth} collapsed (--depth N to choose)")
+    print(f"wrote {out}" + (f": {'; '.join(notes)}" if notes else ""))
     return 0

@@ -6,6 +6,7 @@ import argparse
 
 from netspec.commands.common import add_spec_args, load_graph
 from netspec.kinds import fmt_shape
+from netspec.report import outputs_text, plural
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -18,6 +19,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     g = load_graph(args)
     c = g.params()
-    print(f"{args.spec}: ok — {g.name}, {len(g.layers)} layers, "
-          f"{fmt_shape(g.input_shape)} → {fmt_shape(g.output_shape)}, {c.params:,} parameters")
+    print(f"{args.spec}: ok — {g.name}, {plural(len(g.layers), 'layer')}, "
+          f"{fmt_shape(g.input_shape)} → {outputs_text(g)}, {plural(c.params, 'parameter')}")
     return 0

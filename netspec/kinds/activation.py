@@ -8,13 +8,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from netspec.kinds.base import Float, LayerArgs, Shape
+from netspec.kinds.base import Float, LayerArgs, Saved, Shape
 
 
 class ReLU(LayerArgs):
     op = "relu"
     auto_name = "relu"
     inplace_ok = True
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=(), output=True)  # its output (its input's, when in place)
 
 
 class ReLU6(LayerArgs):
@@ -42,10 +45,16 @@ class Sigmoid(LayerArgs):
     op = "sigmoid"
     auto_name = "sigmoid"
 
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=(), output=True)
+
 
 class Tanh(LayerArgs):
     op = "tanh"
     auto_name = "tanh"
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=(), output=True)
 
 
 class LeakyReLU(LayerArgs):
@@ -95,6 +104,9 @@ class Softmax(LayerArgs):
 
     op = "softmax"
     auto_name = "softmax"
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=(), output=True)
 
 
 class PReLU(LayerArgs):

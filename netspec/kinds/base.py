@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.fields import FieldInfo
 
 Shape = tuple[int, ...]
 
@@ -61,6 +63,21 @@ def numel(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+@dataclass(frozen=True)
+class Saved:
+    """What autograd keeps of one layer for its backward while training, as the torch
+    backend runs it (netspec/memory.py sums these over a graph, each storage once)."""
+
+    #: which of its inputs it keeps (indices into its inputs)
+    inputs: tuple[int, ...] = (0,)
+    #: whether it keeps its output
+    output: bool = False
+    #: other tensors it makes and keeps (max-pool indices, dropout masks, BN statistics):
+    #: (values per sample, or in all when not per_sample; bytes per value, or None for
+    #: the activations' dtype; per_sample)
+    extra: tuple[tuple[int, int | None, bool], ...] = ()
+
+
 #: every layer kind by its Graph op name, filled as the kind classes are defined
 REGISTRY: dict[str, type[LayerArgs]] = {}
 
@@ -68,7 +85,10 @@ REGISTRY: dict[str, type[LayerArgs]] = {}
 class LayerArgs(BaseModel):
     """Base of every layer kind's options."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # defer_build: a kind's validator is built when a spec first uses it, not at import
+    # (building all of them was most of `netspec params`'s time)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
+                              defer_build=True)
 
     #: the Graph op name and the key backends dispatch on
     op: ClassVar[str]
@@ -103,9 +123,14 @@ class LayerArgs(BaseModel):
     #: a linear map with a weight whose output channels are axis 0 (or 1 for
     #: conv_transpose) and a bias: per-channel scales (BN, layer scale) fold into it
     linear_map: ClassVar[bool] = False
+    #: its parameters hold fixed values (DFL's 0 … bins−1): counted, never trained; a
+    #: layer may feed no output only when it is such a holder of weights
+    fixed_params: ClassVar[bool] = False
     #: acts only while training (dropout, stochastic depth): at inference it is a
     #: constant factor, ``inference_factor()`` (1: the identity), and export removes it
     training_only: ClassVar[bool] = False
+    #: its output is a view of its first input (flatten, a split's part): no new memory
+    view: ClassVar[bool] = False
     #: option sets that property tests draw from (the ones the kind may refuse for a given
     #: input shape are skipped by its own shape rule); every kind has at least one
     samples: ClassVar[tuple[dict[str, Any], ...]] = ({},)
@@ -125,7 +150,23 @@ class LayerArgs(BaseModel):
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """The option keys a spec writes (aliases where a field has one: ``from``)."""
-        return tuple(f.alias or n for n, f in cls.model_fields.items())
+        return tuple(cls.option_fields())
+
+    @classmethod
+    def option_fields(cls) -> dict[str, FieldInfo]:
+        """Each option key a spec writes → its field; computed once per kind (resolve and
+        lint ask for every layer)."""
+        cached = cls.__dict__.get("_option_fields")
+        if cached is None:
+            cached = {f.alias or n: f for n, f in cls.model_fields.items()}
+            # set on the class itself, so a subclass computes its own
+            type.__setattr__(cls, "_option_fields", cached)
+        return cached
+
+    @classmethod
+    def accepts(cls, key: str) -> bool:
+        """Whether ``key`` is an option of this kind, by its spec name or field name."""
+        return key in cls.option_fields() or key in cls.model_fields
 
     def registers_first(self) -> bool:
         """Whether its tensors register before the rest of its scope's (see LayerScale)."""
@@ -159,6 +200,13 @@ class LayerArgs(BaseModel):
 
     def macs(self, inputs: Sequence[Shape], out: Shape) -> int:
         return 0
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        """What autograd keeps for this layer's backward, in the torch backend (parameters
+        aside: they are counted as parameters). Most layers keep their input (conv,
+        linear, pools, most activations); a layer whose backward needs its output, or
+        nothing, or more, says so."""
+        return Saved()
 
     def formula(self, inputs: Sequence[Shape]) -> str | None:
         """The parameter count in the textbook's terms, for layers that have one."""

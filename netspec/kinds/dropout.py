@@ -8,11 +8,12 @@ At inference, after either, dropout itself is gone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from netspec.kinds.base import Float, LayerArgs
+from netspec.kinds.base import Float, LayerArgs, Saved, Shape, numel
 
 
 class Dropout(LayerArgs):
@@ -50,6 +51,14 @@ class Dropout(LayerArgs):
     def p_keep(self) -> float:
         return self.keep if self.keep is not None else 1.0 - float(self.drop)  # type: ignore[arg-type]
 
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        if self.p_drop == 0:
+            return Saved(inputs=())
+        # the mask it multiplied by, in the activations' dtype (torch's CPU dropout and
+        # ClassicDropout; CUDA's fused kernel keeps a bool mask, a quarter of this)
+        per = inputs[0][0] if self.kind == "channel" and len(inputs[0]) == 3 else numel(out)
+        return Saved(inputs=(), extra=((per, None, True),))
+
 
 class DropPath(LayerArgs):
     """Stochastic depth (Huang et al., 2016): while training, each sample's whole tensor
@@ -75,3 +84,6 @@ class DropPath(LayerArgs):
     @property
     def p_drop(self) -> float:
         return self.drop if self.drop is not None else 1.0 - float(self.keep)  # type: ignore[arg-type]
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=(), extra=((1, None, True),))  # one keep factor per sample

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from typing import Literal
 
 from netspec.kinds.base import LayerArgs, PosInt, Shape, ShapeError, fmt_shape, numel

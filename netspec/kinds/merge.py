@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from netspec.kinds.base import LayerArgs, Shape, ShapeError, fmt_shape
+from netspec.kinds.base import LayerArgs, Saved, Shape, ShapeError, fmt_shape
 
 
 class _Merge(LayerArgs):
@@ -33,6 +33,9 @@ class Add(_Merge):
                                  f"{fmt_shape(other)}")
         return first
 
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())
+
 
 class Concat(_Merge):
     op = "concat"
@@ -46,6 +49,9 @@ class Concat(_Merge):
                     f"concat joins channels and needs equal sizes otherwise, got "
                     f"{fmt_shape(first)} and {fmt_shape(other)}")
         return (sum(x[0] for x in inputs), *first[1:])
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())
 
 
 class Mul(_Merge):
@@ -61,7 +67,10 @@ class Mul(_Merge):
         for other in inputs[1:]:
             if len(other) != len(out) or any(a != b and 1 not in (a, b)
                                               for a, b in zip(out, other, strict=True)):
-                raise ShapeError(f"mul cannot broadcast {fmt_shape(out)} with "
+                raise ShapeError(f"cannot broadcast {fmt_shape(out)} with "
                                  f"{fmt_shape(other)}: each axis must be equal or 1")
             out = tuple(max(a, b) for a, b in zip(out, other, strict=True))
         return out
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=tuple(range(len(inputs))))  # each factor, for the other's grad

@@ -17,7 +17,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from netspec.kinds.base import Float, LayerArgs, PosInt, Shape, ShapeError, fmt_shape, numel
+from netspec.kinds.base import (
+    Float,
+    LayerArgs,
+    PosInt,
+    Saved,
+    Shape,
+    ShapeError,
+    fmt_shape,
+    numel,
+)
 
 
 def _gamma_delta(c: int) -> dict[str, Shape]:
@@ -60,6 +69,11 @@ class BatchNorm(_Norm):
     def buffer_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         c = self.check_input(inputs)[0]
         return {"running_mean": (c,), "running_var": (c,)}
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        # its input, and the batch's mean and 1/std per channel (fp32 under autocast too)
+        c = inputs[0][0]
+        return Saved(extra=((c, 4, False), (c, 4, False)))
 
 
 class LayerNorm(_Norm):

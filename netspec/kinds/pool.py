@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from netspec.kinds.base import LayerArgs, Shape, ShapeError, fmt_shape
+from netspec.kinds.base import LayerArgs, Saved, Shape, ShapeError, fmt_shape, numel
 from netspec.kinds.conv import NonNegPair, Pair, pair
 
 
-class _WindowPool(LayerArgs):
+class WindowPool(LayerArgs):
+    """The shared options and rules of the max and average pools (no op: not a kind
+    itself); public because the ONNX emitters read the same options."""
+
     ranks = (3,)
     fresh_output = True
 
@@ -52,7 +55,7 @@ class _WindowPool(LayerArgs):
         return (c, size[0], size[1])
 
 
-class MaxPool(_WindowPool):
+class MaxPool(WindowPool):
     op = "maxpool"
     auto_name = "pool"
     samples = ({"k": 2}, {"k": 3, "stride": 2, "pad": 1}, {"k": 2, "ceil": True},
@@ -63,8 +66,11 @@ class MaxPool(_WindowPool):
     def _dilation(self) -> tuple[int, int]:
         return pair(self.dilation)
 
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(extra=((numel(out), 8, True),))  # its input, and int64 argmax indices
 
-class AvgPool(_WindowPool):
+
+class AvgPool(WindowPool):
     op = "avgpool"
     auto_name = "pool"
     samples = ({"k": 2}, {"k": 3, "stride": 2, "pad": 1, "count_pad": False},
@@ -87,6 +93,10 @@ class AdaptiveAvgPool(LayerArgs):
         c, _, _ = self.check_input(inputs)
         return (c, *pair(self.size))
 
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        # to a size of 1 torch takes the mean, whose backward needs no tensor
+        return Saved(inputs=()) if tuple(pair(self.size)) == (1, 1) else Saved()
+
 
 class GlobalAvgPool(LayerArgs):
     op = "global_avgpool"
@@ -96,3 +106,6 @@ class GlobalAvgPool(LayerArgs):
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         c, _, _ = self.check_input(inputs)
         return (c, 1, 1)
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())  # a mean: its backward needs no tensor

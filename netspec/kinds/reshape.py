@@ -8,16 +8,20 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from netspec.kinds.base import Float, LayerArgs, PosInt, Shape, ShapeError
+from netspec.kinds.base import Float, LayerArgs, PosInt, Saved, Shape, ShapeError
 
 
 class Flatten(LayerArgs):
     op = "flatten"
     auto_name = "flatten"
+    view = True
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs
         return (math.prod(x),)
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())
 
 
 class Upsample(LayerArgs):
@@ -47,6 +51,9 @@ class Upsample(LayerArgs):
             raise ShapeError(f"upsampling {h}×{w} by {s} is too large", "scale")
         return (c, h * s, w * s)
 
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())  # its backward needs only the sizes
+
 
 class Shuffle(LayerArgs):
     """Channel shuffle (ShuffleNet): view the C channels as [groups, C/groups], transpose
@@ -66,3 +73,6 @@ class Shuffle(LayerArgs):
             raise ShapeError(f"groups={self.groups} does not divide the {x[0]} channels",
                              "groups")
         return x
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())  # a permuted copy: nothing kept

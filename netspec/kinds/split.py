@@ -11,12 +11,13 @@ from collections.abc import Sequence
 
 from pydantic import PrivateAttr, model_validator
 
-from netspec.kinds.base import LayerArgs, PosInt, Shape, ShapeError
+from netspec.kinds.base import LayerArgs, PosInt, Saved, Shape, ShapeError
 
 
 class Split(LayerArgs):
     op = "split"
     auto_name = "split"
+    view = True  # torch.narrow: each part is a view of the input
     shorthand = "parts"
     samples = ({"parts": 2}, {"parts": 1})
 
@@ -66,3 +67,6 @@ class Split(LayerArgs):
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         x = self.check_input(inputs)
         return (self.part_sizes(x[0])[self.index], *x[1:])
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())

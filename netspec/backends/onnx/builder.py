@@ -21,45 +21,74 @@ from netspec.graph import INPUT, Graph, Node
 
 
 class Builder:
-    def __init__(self, graph: Graph, plan: Plan, opset: int) -> None:
+    def __init__(self, graph: Graph, plan: Plan, opset: int, *,
+                 float_dtype: Any = np.float32, cast_io: bool = False,
+                 dynamic: bool = False) -> None:
         self.graph = graph
         self.plan = plan
         self.opset = opset
+        #: the dtype of weights, constants and compute (float16 for --precision fp16)
+        self.float_dtype = np.dtype(float_dtype)
+        #: half compute behind fp32 inputs and outputs: a Cast at each edge
+        self.cast_io = cast_io
+        #: H and W symbolic: emitters must not bake the spec's size into shapes
+        self.dynamic = dynamic
+        #: the tensor the first layers read: the input, or its half-precision cast
+        self.input_tensor = f"{INPUT}/half" if cast_io else INPUT
         self.nodes: list[NodeProto] = []
         #: tensors are written straight into the model's graph: make_graph and make_model
         #: would copy every weight twice more
         self.model = ModelProto()
         self.proto = self.model.graph
         self.initializers: dict[str, TensorProto] = {}
+        #: groups of nodes one operator serves (the parts of a split), once emitted
+        self.emitted: set[str] = set()
         #: the node carrying each output's value after folding → the output's name
         self.finals: dict[str, str] = {}
         for node, name in zip(graph.outputs, graph.output_names, strict=True):
-            self.finals.setdefault(plan.source(node), name)
+            self.finals.setdefault(plan.source(node), self.inner(name))
         #: output values that must be copied out under a second name (two outputs that
         #: folding made one tensor, or the input itself): (tensor, output name)
         self.copies: list[tuple[str, str]] = []
         taken = set(self.finals.values())
         for node, name in zip(graph.outputs, graph.output_names, strict=True):
             src = plan.source(node)
-            if self.finals[src] != name or src == INPUT:
+            if self.finals[src] != self.inner(name) or src == INPUT:
                 self.copies.append((src, name))
-        self._reserved = taken
+        # the outputs' own names too: with Casts at the edges they are the Casts' outputs
+        self._reserved = taken | set(graph.output_names)
 
     # ---------------------------------------------------------------- tensor names
+    def inner(self, output_name: str) -> str:
+        """The tensor computing output ``output_name`` (before its Cast to fp32, if any)."""
+        return f"{output_name}/half" if self.cast_io else output_name
+
     def tensor(self, node_name: str) -> str:
         """The ONNX tensor that carries ``node_name``'s output after folding."""
         src = self.plan.source(node_name)
-        if src in self.finals and src != INPUT:
+        if src == INPUT:
+            return self.input_tensor
+        if src in self.finals:
             return self.finals[src]
         if src in self._reserved:  # a layer named like an output it is not
             return f"{src}/layer"
         return src
 
     def finish_outputs(self) -> None:
-        """Identity nodes for outputs that have no tensor of their own."""
+        """Identity nodes for outputs that have no tensor of their own, and the Casts
+        at the edges of a half-precision model with fp32 inputs and outputs."""
         for src, name in self.copies:
-            self.op("Identity", [self.tensor(src) if src != INPUT else INPUT], name,
-                    f"{name}/identity")
+            self.op("Identity", [self.tensor(src)], self.inner(name), f"{name}/identity")
+        if self.cast_io:
+            from onnx import TensorProto
+
+            # first, so the node list stays in topological order
+            self.nodes.insert(0, helper.make_node(
+                "Cast", [INPUT], [self.input_tensor], name=f"{INPUT}/cast",
+                to=TensorProto.FLOAT16))
+            for name in self.graph.output_names:
+                self.op("Cast", [self.inner(name)], name, f"{name}/cast",
+                        to=TensorProto.FLOAT)
 
     def inputs(self, node: Node) -> list[str]:
         return [self.tensor(i) for i in node.inputs]
@@ -68,11 +97,12 @@ class Builder:
         return self.tensor(node.name)
 
     # ---------------------------------------------------------------- initializers
-    def const(self, name: str, value: Any, dtype: Any = np.float32) -> str:
-        """An initializer (weights, folded constants, shapes); returns its name."""
+    def const(self, name: str, value: Any, dtype: Any = None) -> str:
+        """An initializer (weights, folded constants, shapes), in the model's float dtype
+        unless ``dtype`` says otherwise; returns its name."""
         if name in self.initializers:
             raise AssertionError(f"initializer {name} emitted twice")
-        array = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        array = np.ascontiguousarray(np.asarray(value, dtype=dtype or self.float_dtype))
         t = self.proto.initializer.add()
         t.name = name
         t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)

@@ -3,7 +3,9 @@ that compute ``node`` at inference. Shapes are those of the Graph (batch axis fi
 ONNX); folded layers never reach an emitter (see fold.py), so ``batchnorm``,
 ``layer_scale`` and ``dropout`` here are only the leftovers that could not fold: a
 Mul+Add, a Mul; ``drop_path`` never reaches one (it is the identity at inference).
-Which operator is used at which opset is explained in opset.py.
+Which operator is used at which opset is explained in opset.py. Constants take the
+builder's float dtype (float16 for --precision fp16); with ``b.dynamic`` (symbolic H, W,
+dynamic.py) no emitter bakes the spec's height or width into a shape.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from netspec.backends.onnx import opset as ops
 from netspec.backends.onnx.builder import Builder
 from netspec.graph import Node
 from netspec.kinds.conv import pair
-from netspec.kinds.pool import _WindowPool
+from netspec.kinds.pool import WindowPool
 
 Emitter = Callable[[Builder, Node], None]
 
@@ -120,7 +122,7 @@ def _group_norm(b: Builder, node: Node, groups: int, eps: float, affine: bool) -
         ("InstanceNormalization", ["_", b.const(f"{node.name}/ones", np.ones(groups)),
                                    b.const(f"{node.name}/zeros", np.zeros(groups))],
          {"epsilon": eps}),
-        ("Reshape", ["_", b.const(f"{node.name}/shape", [0, c, h, w], np.int64)], {}),
+        ("Reshape", ["_", _same_shape(b, node, [0, c, h, w])], {}),
     ]
     if affine:
         steps += [("Mul", ["_", _gamma(b, node, "weight", 1.0, (c, 1, 1))], {}),
@@ -128,9 +130,47 @@ def _group_norm(b: Builder, node: Node, groups: int, eps: float, affine: bool) -
     b.chain(node, steps)
 
 
+def _same_shape(b: Builder, node: Node, static: list[int]) -> str:
+    """A Reshape target: ``static`` at a fixed size; with symbolic H, W the shape of the
+    layer's input, read at run time (Shape)."""
+    if not b.dynamic:
+        return b.const(f"{node.name}/shape", static, np.int64)
+    return b.op("Shape", b.inputs(node)[:1], f"{node.name}/shape", f"{node.name}/shape")
+
+
+def _mean(b: Builder, node: Node, x: str, axes: list[int], key: str) -> str:
+    """ReduceMean of ``x`` over ``axes`` (kept): axes as an input from opset 18, an
+    attribute before."""
+    n = f"{node.name}/{key}"
+    if b.opset >= ops.REDUCE_AXES_INPUT_OPSET:
+        return b.op("ReduceMean", [x, b.const(f"{n}/axes", axes, np.int64)], n, n, keepdims=1)
+    return b.op("ReduceMean", [x], n, n, axes=axes, keepdims=1)
+
+
+def _layernorm_ops(b: Builder, node: Node, axes: list[int], affine: bool,
+                   gshape: tuple[int, ...]) -> None:
+    """Layer norm before LayerNormalization (opset 17): (x − mean) / √(var + ε) · γ + δ
+    over ``axes``, with the biased variance, as torch; γ, δ shaped ``gshape``."""
+    (x,) = b.inputs(node)
+    n = node.name
+    d = b.op("Sub", [x, _mean(b, node, x, axes, "mean")], f"{n}/centred", f"{n}/centred")
+    sq = b.op("Mul", [d, d], f"{n}/square", f"{n}/square")
+    steps: list[tuple[str, list[str], dict[str, Any]]] = [
+        ("Add", [_mean(b, node, sq, axes, "var"), b.const(f"{n}/eps", _args(node).eps)], {}),
+        ("Sqrt", ["_"], {}), ("Div", [d, "_"], {})]
+    if affine:
+        steps += [("Mul", ["_", _gamma(b, node, "weight", 1.0, gshape)], {}),
+                  ("Add", ["_", _gamma(b, node, "bias", 0.0, gshape)], {})]
+    b.chain(node, steps)
+
+
 def layernorm(b: Builder, node: Node) -> None:
     a = _args(node)
     shape = node.shape
+    if len(shape) == 3 and a.over == "channels" and b.opset < ops.LAYERNORM_OPSET:
+        # over the channels at each position, on [N, C, H, W] as it is: no transposes
+        _layernorm_ops(b, node, [1], a.affine != "none", (shape[0], 1, 1))
+        return
     if len(shape) == 3 and a.over == "channels":
         # over the channels at each position: normalise the last axis of [N, H, W, C]
         c = shape[0]
@@ -146,6 +186,9 @@ def layernorm(b: Builder, node: Node) -> None:
         _group_norm(b, node, 1, a.eps, a.affine == "channel")
         return
     # over every non-batch axis with γ, δ shaped like them ([F], or [C, H, W] per element)
+    if b.opset < ops.LAYERNORM_OPSET:
+        _layernorm_ops(b, node, list(range(1, len(shape) + 1)), a.affine != "none", shape)
+        return
     ins = [*b.inputs(node), _gamma(b, node, "weight", 1.0, shape)]
     if a.affine != "none":
         ins.append(_gamma(b, node, "bias", 0.0, shape))
@@ -261,6 +304,26 @@ def mish(b: Builder, node: Node) -> None:
     b.chain(node, [("Softplus", [x], {}), ("Tanh", ["_"], {}), ("Mul", [x, "_"], {})])
 
 
+def hardswish(b: Builder, node: Node) -> None:
+    if b.opset >= ops.HARDSWISH_OPSET:
+        b.op("HardSwish", b.inputs(node), b.out(node), node.name)
+        return
+    (x,) = b.inputs(node)  # x · relu6(x + 3) / 6 = x · HardSigmoid(x; 1/6, 1/2)
+    b.chain(node, [("HardSigmoid", [x], {"alpha": 1 / 6, "beta": 0.5}), ("Mul", [x, "_"], {})])
+
+
+def softmax(b: Builder, node: Node) -> None:
+    """Over the channels. Before opset 13 Softmax flattens every axis from ``axis`` on,
+    so over [N, C, H, W] it would normalise C·H·W values together: the channels go last
+    (NHWC) where the flattened tail is C alone, and come back."""
+    if b.opset >= ops.SOFTMAX_ONE_AXIS_OPSET or len(node.shape) == 1:
+        b.op("Softmax", b.inputs(node), b.out(node), node.name, axis=1)
+        return
+    b.chain(node, [("Transpose", ["_"], {"perm": [0, 2, 3, 1]}),
+                   ("Softmax", ["_"], {"axis": 3}),
+                   ("Transpose", ["_"], {"perm": [0, 3, 1, 2]})])
+
+
 def hardsigmoid(b: Builder, node: Node) -> None:
     # torch: relu6(x + 3) / 6 = clip(x/6 + 1/2, 0, 1)
     b.op("HardSigmoid", b.inputs(node), b.out(node), node.name, alpha=1 / 6, beta=0.5)
@@ -280,38 +343,48 @@ def prelu(b: Builder, node: Node) -> None:
 
 
 def shuffle(b: Builder, node: Node) -> None:
-    """[N, C, H, W] → [N, g, C/g, H, W] → swap the two channel axes → [N, C, H, W]."""
+    """[N, C, H, W] → [N, g, C/g, H·W] → swap the two channel axes → [N, C, H, W]
+    (the positions flattened, so only the final Reshape needs H and W)."""
     c, h, w = node.shape
     g = _args(node).groups
     b.chain(node, [
-        ("Reshape", ["_", b.const(f"{node.name}/grouped", [0, g, c // g, h, w], np.int64)], {}),
-        ("Transpose", ["_"], {"perm": [0, 2, 1, 3, 4]}),
-        ("Reshape", ["_", b.const(f"{node.name}/shape", [0, c, h, w], np.int64)], {}),
+        ("Reshape", ["_", b.const(f"{node.name}/grouped", [0, g, c // g, -1], np.int64)], {}),
+        ("Transpose", ["_"], {"perm": [0, 2, 1, 3]}),
+        ("Reshape", ["_", _same_shape(b, node, [0, c, h, w])], {}),
     ])
 
 
 def split(b: Builder, node: Node) -> None:
-    """One Split for all the parts of one split (emitted with its first part); the other
-    parts' nodes emit nothing, their tensors are its outputs."""
+    """One Split for all the parts of one split (emitted with the first part that is
+    computed); the other parts' nodes emit nothing, their tensors are its outputs."""
     a = _args(node)
     scope = node.scope
     src = b.graph[node.inputs[0]].shape
     sizes = a.part_sizes(src[0])
-    if a.index != 0 and f"{scope}.0" in b.graph.nodes:
+    key = f"split:{scope or node.name}"
+    if key in b.emitted:
         return
+    b.emitted.add(key)
     parts = [f"{scope}.{i}" if scope else str(i) for i in range(len(sizes))]
     outs = [b.tensor(p) if p in b.graph.nodes else f"{node.name}/unused{i}"
             for i, p in enumerate(parts)]
-    b.nodes.append(helper.make_node(
-        "Split", [*b.inputs(node), b.const(f"{scope or node.name}/sizes", sizes, np.int64)],
-        outs, name=scope or node.name, axis=1))
+    if b.opset >= ops.SPLIT_SIZES_INPUT_OPSET:
+        b.nodes.append(helper.make_node(
+            "Split", [*b.inputs(node), b.const(f"{scope or node.name}/sizes", sizes, np.int64)],
+            outs, name=scope or node.name, axis=1))
+        return
+    # before 13 the sizes are an attribute
+    b.nodes.append(helper.make_node("Split", b.inputs(node), outs, name=scope or node.name,
+                                    axis=1, split=list(sizes)))
 
 
 # ------------------------------------------------------------------ pooling
-def _ceil_mode(b: Builder, node: Node, a: _WindowPool, dilation: tuple[int, int]) -> int:
+def _ceil_mode(b: Builder, node: Node, a: WindowPool, dilation: tuple[int, int]) -> int:
     """torch drops a last ceil-mode window that would start in the right padding; ONNX's
     shape rule does not. Whenever that happens torch's size is the floor size, so we
     emit ceil_mode only where ceil and floor really differ and torch keeps the window."""
+    if b.dynamic:  # dynamic.py admits only ceil pools that never drop a window
+        return int(bool(a.ceil))
     _, h, w = _in_shape(b, node)
     k, s, p = pair(a.k), a.strides, pair(a.pad)
     floor = tuple((n + 2 * pi - di * (ki - 1) - 1) // si + 1
@@ -319,7 +392,7 @@ def _ceil_mode(b: Builder, node: Node, a: _WindowPool, dilation: tuple[int, int]
     return 0 if tuple(node.shape[1:]) == floor else 1
 
 
-def _window_attrs(a: _WindowPool) -> dict[str, Any]:
+def _window_attrs(a: WindowPool) -> dict[str, Any]:
     p = pair(a.pad)
     return {"kernel_shape": list(pair(a.k)), "strides": list(a.strides),
             "pads": [p[0], p[1], p[0], p[1]]}
@@ -350,6 +423,10 @@ def _adaptive_matrix(n_in: int, n_out: int) -> np.ndarray:
 def adaptive_avgpool(b: Builder, node: Node) -> None:
     _, h, w = _in_shape(b, node)
     _, oh, ow = node.shape
+    if b.dynamic or (oh, ow) == (1, 1):
+        # one window, whatever the size (dynamic.py refuses any other output size)
+        b.op("GlobalAveragePool", b.inputs(node), b.out(node), node.name)
+        return
     if h % oh == 0 and w % ow == 0:  # equal windows: a plain AveragePool
         k = [h // oh, w // ow]
         b.op("AveragePool", b.inputs(node), b.out(node), node.name, kernel_shape=k, strides=k)
@@ -372,8 +449,47 @@ def upsample(b: Builder, node: Node) -> None:
          "nearest_mode": "floor"} if a.mode == "nearest"
         # torch bilinear, align_corners=False
         else {"mode": "linear", "coordinate_transformation_mode": "half_pixel"})
-    b.op("Resize", [*b.inputs(node), "", b.const(f"{node.name}/scales", [1, 1, s, s])],
+    # roi is unused by these modes, but an input before opset 13: an empty tensor then
+    roi = b.const(f"{node.name}/roi", [], np.float32) \
+        if b.opset < ops.RESIZE_ROI_OPTIONAL_OPSET else ""
+    # scales are float32 whatever the model's dtype
+    b.op("Resize", [*b.inputs(node), roi,
+                    b.const(f"{node.name}/scales", [1, 1, s, s], np.float32)],
          b.out(node), node.name, **attrs)
+
+
+def dfl(b: Builder, node: Node) -> None:
+    """[N, 4·bins, H, W] → [N, 4, bins, H, W] → softmax over the bins → Σ p_k·k."""
+    bins = _args(node).bins
+    _, h, w = b.graph[node.inputs[0]].shape
+    # the positions flattened ([N, 4, bins, H·W]), so only the last Reshape needs H, W
+    weight = b.plan.tensors[f"{node.name}.weight"].reshape(1, 1, bins, 1)
+    axes = [2]
+    reduce: tuple[str, list[str], dict[str, Any]] = (
+        ("ReduceSum", ["_", b.const(f"{node.name}/axes", axes, np.int64)], {"keepdims": 0})
+        if b.opset >= 13 else ("ReduceSum", ["_"], {"axes": axes, "keepdims": 0}))
+    # before opset 13 Softmax flattens every axis from ``axis`` on: the bins go last
+    softmax: list[tuple[str, list[str], dict[str, Any]]] = (
+        [("Softmax", ["_"], {"axis": 2})] if b.opset >= ops.SOFTMAX_ONE_AXIS_OPSET else
+        [("Transpose", ["_"], {"perm": [0, 1, 3, 2]}), ("Softmax", ["_"], {"axis": 3}),
+         ("Transpose", ["_"], {"perm": [0, 1, 3, 2]})])
+    if b.dynamic:  # [N, 4, H, W]: the input's H, W read at run time
+        x = b.inputs(node)[0]
+        n = node.name
+        hw = b.op("Slice", [b.op("Shape", [x], f"{n}/inshape", f"{n}/inshape"),
+                            b.const(f"{n}/from", [2], np.int64),
+                            b.const(f"{n}/to", [4], np.int64)], f"{n}/hw", f"{n}/hw")
+        out_shape = b.op("Concat", [b.const(f"{n}/lead", [0, 4], np.int64), hw],
+                         f"{n}/outshape", f"{n}/outshape", axis=0)
+    else:
+        out_shape = b.const(f"{node.name}/outshape", [0, 4, h, w], np.int64)
+    b.chain(node, [
+        ("Reshape", ["_", b.const(f"{node.name}/bins", [0, 4, bins, -1], np.int64)], {}),
+        *softmax,
+        ("Mul", ["_", b.const(f"{node.name}.weight", weight)], {}),
+        reduce,
+        ("Reshape", ["_", out_shape], {}),
+    ])
 
 
 def add(b: Builder, node: Node) -> None:
@@ -411,15 +527,16 @@ EMITTERS: dict[str, Emitter] = {
     "sigmoid": _unary("Sigmoid"),
     "tanh": _unary("Tanh"),
     "leaky_relu": leaky_relu,
-    "hardswish": _unary("HardSwish"),
+    "hardswish": hardswish,
     "hardsigmoid": hardsigmoid,
     "mish": mish,
     "elu": elu,
-    "softmax": _unary("Softmax", axis=1),
+    "softmax": softmax,
     "prelu": prelu,
     "shuffle": shuffle,
     "split": split,
     "mul": mul,
+    "dfl": dfl,
     "maxpool": maxpool,
     "avgpool": avgpool,
     "adaptive_avgpool": adaptive_avgpool,

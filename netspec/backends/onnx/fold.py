@@ -36,6 +36,7 @@ import numpy as np
 from netspec.graph import INPUT, Graph, Node
 from netspec.kinds.conv import pair
 
+
 @dataclass(frozen=True)
 class FoldEntry:
     """Where one BatchNorm, layer scale or training-only layer went. ``action`` is one of
@@ -55,7 +56,8 @@ class FoldEntry:
 
 @dataclass
 class Plan:
-    #: every tensor to emit, by state_dict name, float32 (folded where folds happened)
+    #: every tensor to emit, by state_dict name, in the export's dtype (float32, or
+    #: float16 for --precision fp16), folded where folds happened
     tensors: dict[str, np.ndarray]
     #: removed node → the node whose output now carries its value
     alias: dict[str, str] = field(default_factory=dict)
@@ -133,9 +135,14 @@ def fold_before(op: str, w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: 
 
 # ----------------------------------------------------------------- the pass
 class _Folder:
-    def __init__(self, graph: Graph, weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, graph: Graph, weights: dict[str, np.ndarray],
+                 dtype: Any = np.float32) -> None:
         self.g = graph
         self.w = weights
+        #: the dtype of the emitted tensors; for float16 every fold is done in float64
+        #: and rounded once, at the end (a float32 intermediate would round twice)
+        self.dtype = np.dtype(dtype)
+        self.compute = np.float64 if self.dtype == np.float16 else np.float32
         self.plan = Plan(tensors={})
         #: tensors changed by folds
         self.work: dict[str, np.ndarray] = {}
@@ -149,7 +156,7 @@ class _Folder:
             return self.work[name]
         value = self.w.get(name)
         # fold in float32 at least, whatever the file stored (float16…)
-        return None if value is None else value.astype(np.float32, copy=False)
+        return None if value is None else value.astype(self.compute, copy=False)
 
     def put(self, node: str, w: np.ndarray, b: np.ndarray) -> None:
         self.work[f"{node}.weight"] = w
@@ -232,7 +239,9 @@ class _Folder:
 
         # 1. into the producer: conv/linear → BN, the BN its only consumer
         p = self.g[x] if x != INPUT else None
-        if p is not None and self.linear_map(x) and users[x] == [node.name]:
+        # a producer that is itself an output must keep its value: nothing folds into it
+        if p is not None and self.linear_map(x) and users[x] == [node.name] \
+                and not self.is_output(x):
             pa: Any = p.args
             w, b = fold_after(p.op, self.get(x, "weight"), self.get(x, "bias"),  # type: ignore[arg-type]
                               s, t, getattr(pa, "groups", 1))
@@ -245,6 +254,8 @@ class _Folder:
             return
         if p is None:
             why_not.append("its input is the network input")
+        elif self.linear_map(x) and self.is_output(x):
+            why_not.append(f"'{x}' is an output of the network")
         elif self.linear_map(x):
             others = [u for u in users[x] if u != node.name]
             why_not.append(f"'{x}' also feeds {', '.join(others)}")
@@ -283,7 +294,7 @@ class _Folder:
     def layer_scale(self, node: Node) -> None:
         x = self.plan.source(node.inputs[0])
         gamma = self.w[f"{node.name}.weight"].reshape(-1).astype(np.float64)
-        if self.linear_map(x) and self.users[x] == [node.name]:
+        if self.linear_map(x) and self.users[x] == [node.name] and not self.is_output(x):
             p: Any = self.g[x].args
             w, b = fold_after(self.g[x].op, self.get(x, "weight"), self.get(x, "bias"),  # type: ignore[arg-type]
                               gamma, np.zeros_like(gamma), getattr(p, "groups", 1))
@@ -295,8 +306,9 @@ class _Folder:
                 "(weight and bias)"))
             return
         why = (f"its input comes from {self.g[x].op} '{x}'" if x != INPUT and
-               not self.linear_map(x) else f"'{x}' also feeds other layers" if x != INPUT
-               else "its input is the network input")
+               not self.linear_map(x) else f"'{x}' is an output of the network"
+               if x != INPUT and self.is_output(x) else f"'{x}' also feeds other layers"
+               if x != INPUT else "its input is the network input")
         self.plan.scale.add(node.name)
         self.plan.report.append(FoldEntry(node.name, "layer_scale", "mul", None,
                                           f"{why}: one Mul by γ"))
@@ -360,14 +372,15 @@ class _Folder:
             value = self.work.get(name)
             if value is None:
                 value = self.w[name]
-            self.plan.tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
+            self.plan.tensors[name] = np.ascontiguousarray(value, dtype=self.dtype)
         for name, (s, t) in list(self.plan.scale_shift.items()):
-            self.plan.scale_shift[name] = (s.astype(np.float32), t.astype(np.float32))
+            self.plan.scale_shift[name] = (s.astype(self.dtype), t.astype(self.dtype))
 
 
-def plan_folds(graph: Graph, weights: dict[str, np.ndarray]) -> Plan:
-    """Decide where every BatchNorm and dropout goes; compute the folded tensors."""
-    return _Folder(graph, weights).run()
+def plan_folds(graph: Graph, weights: dict[str, np.ndarray], dtype: Any = np.float32) -> Plan:
+    """Decide where every BatchNorm and dropout goes; compute the folded tensors, in
+    ``dtype`` (float16: folded in float64, rounded once)."""
+    return _Folder(graph, weights, dtype).run()
 
 
 def summarize(report: list[FoldEntry], graph: Graph) -> str:

@@ -34,6 +34,9 @@ class Verification:
     tolerance: float
     #: the largest |torch| seen, which the tolerance scales with when above 1
     ref_max: float
+    #: the input shapes (after the batch) compared: the spec's, and a second one for
+    #: a model with symbolic H, W
+    sizes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -41,7 +44,8 @@ class Verification:
 
     def to_dict(self) -> dict[str, Any]:
         return {"batches": list(self.batches), "max_abs": self.max_abs,
-                "max_rel": self.max_rel, "tolerance": self.tolerance, "ok": self.ok}
+                "max_rel": self.max_rel, "tolerance": self.tolerance, "ok": self.ok,
+                "sizes": [list(s) for s in self.sizes]}
 
 
 def initial_weights(graph: Graph, seed: int) -> dict[str, np.ndarray]:
@@ -74,22 +78,34 @@ def torch_module(graph: Graph, weights: dict[str, np.ndarray]) -> Any:
     return module.eval()
 
 
-def random_inputs(graph: Graph, batches: Sequence[int], seed: int = 0) -> list[np.ndarray]:
+def random_inputs(graph: Graph, batches: Sequence[int], seed: int = 0,
+                  shape: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Standard normal inputs, one per batch size, of the spec's shape or ``shape``."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((n, *graph.input_shape)).astype(np.float32) for n in batches]
+    shape = tuple(graph.input_shape if shape is None else shape)
+    return [rng.standard_normal((n, *shape)).astype(np.float32) for n in batches]
 
 
 def verify(model_bytes: bytes, graph: Graph, weights: dict[str, np.ndarray], *,
-           tolerance: float, batches: Sequence[int] = (1, 3), seed: int = 0) -> Verification:
-    """Run onnxruntime (CPU) and torch eval on the same random inputs; compare."""
+           tolerance: float, batches: Sequence[int] = (1, 3), seed: int = 0,
+           sizes: Sequence[Sequence[int]] | None = None) -> Verification:
+    """Run onnxruntime (CPU) and torch eval on the same random inputs, at each input
+    shape in ``sizes`` (default: the spec's); compare. A half-precision model is fed
+    the float32 inputs rounded to half, and its outputs are read as float32."""
     import onnxruntime as ort
     import torch
 
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    half = session.get_inputs()[0].type == "tensor(float16)"
     module = torch_module(graph, weights)
     max_abs = ref_max = 0.0
-    for x in random_inputs(graph, batches, seed):
-        theirs = session.run(None, {"input": x})
+    shapes = [tuple(s) for s in sizes] if sizes else [tuple(graph.input_shape)]
+    inputs = [x for shape in shapes for x in random_inputs(graph, batches, seed, shape)]
+    for x in inputs:
+        if half:  # torch sees exactly what the model sees
+            x = x.astype(np.float16).astype(np.float32)
+        feed = x.astype(np.float16) if half else x
+        theirs = [o.astype(np.float32) for o in session.run(None, {"input": feed})]
         with torch.inference_mode():
             out = module(torch.from_numpy(x))
         refs = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
@@ -102,4 +118,5 @@ def verify(model_bytes: bytes, graph: Graph, weights: dict[str, np.ndarray], *,
             max_abs = max(max_abs, diff if math.isfinite(diff) else math.inf)
             ref_max = max(ref_max, float(np.max(np.abs(ref))))
     max_rel = max_abs / ref_max if ref_max > 0 else max_abs
-    return Verification(tuple(batches), max_abs, max_rel, tolerance, ref_max)
+    return Verification(tuple(batches), max_abs, max_rel, tolerance, ref_max,
+                        tuple(shapes))

@@ -109,6 +109,22 @@ class LayerScale(nn.Module):
         return x * self.weight
 
 
+class DFL(nn.Module):
+    """YOLOv8's box decoding: per side, softmax over the bins, then the expected bin with
+    the fixed weights 0 … bins−1 (a frozen parameter, as Ultralytics holds it)."""
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+        weight = torch.arange(bins, dtype=torch.get_default_dtype()).view(1, bins, 1, 1)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        p = x.view(n, 4, self.bins, h, w).softmax(2)
+        return (p * self.weight.view(1, 1, self.bins, 1, 1)).sum(2)
+
+
 class DropPath(nn.Module):
     """Stochastic depth, per sample ("row"): while training, zero a sample's whole tensor
     with probability p and divide the survivors by 1 − p; at inference, the identity."""
@@ -200,6 +216,7 @@ MODULES: dict[str, ModuleFactory] = {
     "shuffle": lambda a, ins: nn.ChannelShuffle(a.groups),
     "layer_scale": lambda a, ins: LayerScale(a.param_shapes(ins)["weight"], a.init),
     "drop_path": lambda a, ins: DropPath(a.p_drop),
+    "dfl": lambda a, ins: DFL(a.bins),
     "maxpool": lambda a, ins: nn.MaxPool2d(dilation=pair(a.dilation), **_window(a)),
     "avgpool": lambda a, ins: nn.AvgPool2d(count_include_pad=a.count_pad, **_window(a)),
     "adaptive_avgpool": lambda a, ins: nn.AdaptiveAvgPool2d(pair(a.size)),

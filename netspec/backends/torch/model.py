@@ -27,17 +27,10 @@ import torch
 from torch import fx, nn
 
 from netspec.backends.torch.layers import FUNCTIONS, MODULES
-from netspec.errors import SpecError
 from netspec.graph import INPUT, Graph
 
 #: the fx node meta key naming the Graph node a value is the output of (tests, tools)
 NODE_META = "netspec_node"
-
-# names a layer cannot take: they would shadow a method or attribute of the module that
-# holds it, and the generated forward would call that instead of the layer
-_RESERVED_ROOT = frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph())))
-_RESERVED_CHILD = frozenset(dir(nn.Module()))
-
 
 def _class_name(graph: Graph) -> str:
     words = re.split(r"[^0-9A-Za-z]+", graph.name)
@@ -46,18 +39,9 @@ def _class_name(graph: Graph) -> str:
 
 
 def inplace_nodes(graph: Graph) -> set[str]:
-    """Nodes that may overwrite their (first) input: it is a fresh tensor that nothing
-    else reads (this is its one consumer, once; it is not the network's output) and that
-    no backward needs, so the overwrite cannot be observed."""
-    users = graph.consumers()
-    out = set()
-    for node in graph.layers:
-        if node.args is not None and node.args.inplace_ok:
-            src = graph[node.inputs[0]]
-            if (src.args is not None and src.args.fresh_output
-                    and users[src.name] == [node.name] and src.name not in graph.outputs):
-                out.add(node.name)
-    return out
+    """Nodes that run in place: decided in the core (Graph.inplace_nodes), so the memory
+    estimate counts what this backend runs."""
+    return graph.inplace_nodes()
 
 
 def _root(graph: Graph, inplace: set[str]) -> nn.Module:
@@ -70,24 +54,16 @@ def _root(graph: Graph, inplace: set[str]) -> nn.Module:
         assert node.args is not None
         *path, leaf = node.name.split(".")
         parent = root
-        for depth, atom in enumerate([*path, leaf]):
-            reserved = _RESERVED_ROOT if depth == 0 else _RESERVED_CHILD
-            if atom in reserved:
-                raise SpecError(f"layer name '{node.name}': '{atom}' is an attribute of "
-                                f"torch modules, so the torch backend cannot use it; "
-                                f"rename it with as:", node.pos)
+        # Graph.lint (run by resolve) refused reserved names and layers inside layers
         for atom in path:
             child = parent._modules.get(atom)
             if child is None:
                 child = nn.Module()
                 containers.add(id(child))
                 parent.add_module(atom, child)
-            elif id(child) not in containers:  # backstop: the resolver keeps names apart
-                raise SpecError(f"layer name '{node.name}' puts a layer inside layer "
-                                f"'{atom}'", node.pos)
+            assert id(child) in containers, f"{node.name}: a layer inside a layer"
             parent = child
-        if leaf in parent._modules:  # the resolver keeps names unique; this is a backstop
-            raise SpecError(f"layer name '{node.name}' is taken twice", node.pos)
+        assert leaf not in parent._modules, f"{node.name}: taken twice"
         module = MODULES[node.op](node.args, graph.input_shapes(node))
         if node.name in inplace:
             module.inplace = True  # type: ignore[assignment]
@@ -98,7 +74,10 @@ def _root(graph: Graph, inplace: set[str]) -> nn.Module:
 def _fx_graph(graph: Graph, inplace: set[str]) -> fx.Graph:
     g = fx.Graph()
     env: dict[str, fx.Node] = {}
+    live = graph.live()
     for node in graph:
+        if node.name not in live and node.op != INPUT:
+            continue  # held for its weights only: registered, never computed
         if node.op == INPUT:
             out = g.placeholder("x")
         elif node.op in MODULES:
@@ -119,11 +98,15 @@ def _fx_graph(graph: Graph, inplace: set[str]) -> fx.Graph:
     return g
 
 
-def _register_in_order(model: nn.Module, graph: Graph) -> None:
-    """GraphModule installs modules in the order the forward calls them; where the spec
-    registers a layer elsewhere (a block's own layer scale first), put each container's
-    children back in registration order, so state_dicts follow the Graph."""
-    if graph.register_order is None:
+def _register_in_order(model: nn.Module, root: nn.Module, graph: Graph) -> None:
+    """GraphModule installs the modules the forward calls, in the order it calls them.
+    Install the layers it never calls (weights held for their own sake) and, where the
+    spec registers a layer elsewhere (a block's own layer scale first), put each
+    container's children back in registration order, so state_dicts follow the Graph."""
+    dead = [n for n in graph.layers if n.op in MODULES and n.name not in graph.live()]
+    for node in dead:
+        model.add_submodule(node.name, root.get_submodule(node.name))
+    if graph.register_order is None and not dead:
         return
     order: dict[int, tuple[nn.Module, list[str]]] = {}
     for node in graph.registration():
@@ -147,7 +130,7 @@ def graph_module(graph: Graph, inplace: bool = True) -> fx.GraphModule:
     where = inplace_nodes(graph) if inplace else set()
     root = _root(graph, where)
     model = fx.GraphModule(root, _fx_graph(graph, where), class_name=_class_name(graph))
-    _register_in_order(model, graph)
+    _register_in_order(model, root, graph)
     # a plain attribute: forward never reads it, so compile and DDP never see it. fx's
     # deepcopy (EMA copies, AveragedModel) rebuilds the module from its graph alone and
     # keeps only attributes listed under this meta key.
