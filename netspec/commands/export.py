@@ -7,8 +7,13 @@ import argparse
 import json
 import sys
 
-from netspec.commands.build import add_allow_large, check_size
-from netspec.commands.common import add_spec_args, load_graph
+from netspec.commands.common import add_allow_large, add_spec_args, check_size, load_graph
+from netspec.commands.export_deploy import (
+    add_deploy_args,
+    check_deploy_args,
+    describe,
+    export_model,
+)
 from netspec.errors import UsageError
 from netspec.io import atomic_write, check_writable
 
@@ -27,10 +32,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    "for --seed, which imports torch)")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.onnx")
     p.add_argument("--opset", type=int, default=None,
-                   help="ONNX opset (default 17: onnxruntime ≥ 1.14; up to 23)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="ONNX opset (default 17: onnxruntime ≥ 1.14; from 11 to the newest "
+                   "the installed onnx knows)")
+    p.add_argument("--tolerance", type=float, default=None,
                    help="largest |onnx − torch| allowed, relative to the output's scale when "
-                   "that is above 1 (default 1e-4)")
+                   "that is above 1 (default 1e-4; 1e-2 with --precision fp16)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the initial weights (without --weights) and of the "
                    "verification inputs")
@@ -40,18 +46,18 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="skip the onnxruntime-vs-torch comparison (with --weights, torch "
                    "is never imported); the ONNX checker still runs")
     p.add_argument("--force", action="store_true", help="replace the output if it exists")
+    add_deploy_args(p)
     add_allow_large(p)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from netspec.backends.onnx.export import export_onnx_bytes
     from netspec.backends.onnx.opset import DEFAULT_OPSET, check_opset
 
     out = check_writable(args.output, args.force)  # before any work
     opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
-    if not args.tolerance >= 0:
+    if args.tolerance is not None and not args.tolerance >= 0:
         raise UsageError(f"--tolerance {args.tolerance}: must be 0 or more")
     graph = load_graph(args)
     if not args.weights or not args.no_verify:  # torch builds the model: refuse first
@@ -59,28 +65,34 @@ def run(args: argparse.Namespace) -> int:
 
     weights = metadata = None
     if args.weights:
-        from netspec.weights import SHA_KEY, check_weights, load_weights
+        from netspec.checkpoint_vars import graph_for_weights
+        from netspec.commands.common import parse_sets
+        from netspec.weights import SHA_KEY, load_weights
 
         weights, metadata = load_weights(args.weights)
-        check_weights(graph, weights, args.weights)
+        # the vars the weights were made with, when the spec is theirs (a note says so)
+        graph = graph_for_weights(args.spec, parse_sets(args.sets), weights, metadata,
+                                  args.weights)
         if metadata.get(SHA_KEY, graph.spec_sha256) != graph.spec_sha256:
             print(f"note: {args.weights} was saved from a different text of the spec "
                   f"(sha256 {metadata[SHA_KEY][:12]}…, this one {graph.spec_sha256[:12]}…); "
                   "the tensors match it", file=sys.stderr)
 
-    _, data, report = export_onnx_bytes(
-        graph, weights, opset=opset, seed=args.seed, verify=not args.no_verify,
-        tolerance=args.tolerance, metadata=metadata)
+    checked = check_deploy_args(args, graph, opset, metadata)  # precision, size, data
+    data, report, quant = export_model(args, checked, graph, weights, metadata, opset,
+                                       args.tolerance)
     atomic_write(out, data)
 
     if args.format == "json":
-        print(json.dumps({"output": str(out), "bytes": len(data), **report.to_dict()},
-                         indent=2))
+        print(json.dumps({"output": str(out), "bytes": len(data), **report.to_dict(),
+                          "int8": quant.to_dict() if quant else None}, indent=2))
         return 0
     print(f"{out}: {graph.name}, opset {opset}, {report.onnx_nodes} ONNX nodes, "
           f"{report.exported_params:,} weights ({report.params:,} in the spec), "
           f"{len(data) / 1e6:.1f} MB")
     print(report.summary)
+    for line in describe(report, quant, args.report):
+        print(line)
     if args.report:
         width = max((len(e.layer) for e in report.folds), default=0)
         for e in report.folds:
@@ -91,6 +103,10 @@ def run(args: argparse.Namespace) -> int:
         print("not verified against torch (--no-verify)")
     else:
         batches = " and ".join(str(n) for n in v.batches)
-        print(f"onnxruntime vs torch (eval), batch {batches}: max abs diff {v.max_abs:.2g}, "
+        if len(v.sizes) > 1:
+            batches += ", input " + " and ".join("×".join(map(str, s)) for s in v.sizes)
+        fp = f"{report.precision} " if report.precision != "fp32" else ""
+        fp = "fp32 (before quantization) " if report.precision == "int8" else fp
+        print(f"onnxruntime {fp}vs torch (eval), batch {batches}: max abs diff {v.max_abs:.2g}, "
               f"max rel diff {v.max_rel:.2g} (tolerance {v.tolerance:g})")
     return 0

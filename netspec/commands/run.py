@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netspec.errors import UsageError
 from netspec.io import atomic_write, check_writable
+
+if TYPE_CHECKING:  # numpy and onnxruntime load when the command runs, not at start-up
+    import numpy as np
+
+    from netspec.backends.onnx.runner import OnnxRunner
 
 #: per-sample lines printed for a classifier's output before summarising the rest
 MAX_ROWS = 20
@@ -19,7 +25,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                        "(shape [N, ...] and dtype as the model declares), print the output "
                        "shape and, for [N, K] outputs, each sample's top-1 class.")
     p.add_argument("model", help="the .onnx file")
-    p.add_argument("--input", required=True, metavar="X.npy")
+    p.add_argument("--input", required=True, metavar="X.npy|IMAGE|DIR",
+                   help="a .npy array, or images (png, jpeg, bmp, webp; a folder: all in "
+                   "it) preprocessed as recorded at training, printed with their top classes")
+    p.add_argument("--top", type=int, default=3, metavar="K",
+                   help="classes printed per image (default 3)")
     p.add_argument("--output", metavar="Y.npy", help="save the output (numpy .npy)")
     p.add_argument("--bench", type=int, default=0, metavar="N",
                    help="also time N runs and print p50/p90/p99 latency")
@@ -49,10 +59,16 @@ def run(args: argparse.Namespace) -> int:
     if args.bench < 0:
         raise UsageError("--bench must be 0 or more")
     out = check_writable(args.output) if args.output else None
+    from netspec.image_run import is_image_input, run_images
+
+    if is_image_input(args.input):  # the recorded preprocessing, top classes by name
+        return run_images(args, out)
     x = _load_input(args.input)
     if not isinstance(x, np.ndarray):
         raise UsageError(f"{args.input}: holds several arrays (.npz); save one with np.save")
     runner = OnnxRunner(args.model)
+    if len(runner.output_names) > 1:
+        return _run_several(runner, x, out, args.bench)
     y = runner(x)  # checks shape and dtype: a UsageError names what the model wants
     print(f"output {list(y.shape)} {y.dtype} ({runner.providers[0]})")
     if y.ndim == 2:
@@ -69,5 +85,28 @@ def run(args: argparse.Namespace) -> int:
     if args.bench:
         lat = runner.latency(x, args.bench)
         print(f"latency over {args.bench} runs (batch {len(x)}): p50 {lat['p50']:.3f} ms, "
+              f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
+    return 0
+
+
+def _run_several(runner: OnnxRunner, x: np.ndarray, out: Path | None, bench: int) -> int:
+    """A model with several outputs (a detector's feature maps): each by name; saved
+    together as an .npz with one array per output."""
+    if out is not None and out.suffix != ".npz":
+        raise UsageError(f"{out}: the model has {len(runner.output_names)} outputs "
+                         f"({', '.join(runner.output_names)}); write them to an .npz")
+    ys = runner.run_all(x)
+    for name, y in ys.items():
+        print(f"output {name} {list(y.shape)} {y.dtype} ({runner.providers[0]})")
+    if out is not None:
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, **ys)
+        atomic_write(out, buf.getvalue())
+        print(f"wrote {out}")
+    if bench:
+        lat = runner.latency(x, bench)
+        print(f"latency over {bench} runs (batch {len(x)}): p50 {lat['p50']:.3f} ms, "
               f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
     return 0

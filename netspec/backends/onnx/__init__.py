@@ -1,7 +1,9 @@
 """The ONNX backend: a Graph and numpy weights → an ONNX model for onnxruntime, with
 BatchNorm folded and dropout gone, checked against the torch backend.
 
-- opset.py: the pinned opset and why;
+- opset.py: the default opset, the forms of each op from opset 11 on, and why;
+- precision.py, dynamic.py, quantize.py: fp16, symbolic H and W, int8 (onnxruntime's
+  quantizer, judged on data);
 - fold.py: where each BatchNorm and dropout goes (and the arithmetic);
 - builder.py, emitters.py: ONNX operators for each netspec op (``EMITTERS``);
 - export.py: ``export_onnx``; verify.py: the only torch user, imported lazily;

@@ -42,7 +42,9 @@ class OnnxRunner:
         #: dims as the model declares them: ints, or a name (``batch``) for dynamic ones
         self.input_shape: list[Any] = list(inp.shape)
         self.input_dtype = np.dtype(_DTYPES.get(inp.type, np.float32))
-        self.output_name: str = self.session.get_outputs()[0].name
+        #: every output's name, in the model's order (a detector has several)
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
+        self.output_name: str = self.output_names[0]
         self.providers: list[str] = self.session.get_providers()
 
     def check(self, x: np.ndarray) -> None:
@@ -59,20 +61,38 @@ class OnnxRunner:
             if isinstance(dim, int) and have != dim:
                 raise UsageError(f"input shape {list(x.shape)}, the model wants {want}")
 
+    def feedable(self, x: np.ndarray) -> np.ndarray:
+        """fp32 data for a model with fp16 inputs, or the reverse, cast to the model's
+        dtype (half rounds as any cast would); any other dtype is left to ``check``."""
+        halves = {np.dtype(np.float32), np.dtype(np.float16)}
+        if x.dtype != self.input_dtype and {x.dtype, self.input_dtype} == halves:
+            return x.astype(self.input_dtype)
+        return x
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The first output (a classifier's or segmenter's only one)."""
+        x = self.feedable(x)
         self.check(x)
         return self.session.run([self.output_name], {self.input_name: x})[0]
 
+    def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output, by name, in the model's order."""
+        x = self.feedable(x)
+        self.check(x)
+        ys = self.session.run(None, {self.input_name: x})
+        return dict(zip(self.output_names, ys, strict=True))
+
     def latency(self, x: np.ndarray, runs: int, warmup: int = 3) -> dict[str, float]:
         """p50/p90/p99 (and mean) of ``runs`` calls on ``x``, in milliseconds."""
+        x = self.feedable(x)
         self.check(x)
         feed = {self.input_name: x}
         for _ in range(warmup):
-            self.session.run([self.output_name], feed)
+            self.session.run(None, feed)
         times = []
         for _ in range(runs):
             t = time.perf_counter()
-            self.session.run([self.output_name], feed)
+            self.session.run(None, feed)
             times.append((time.perf_counter() - t) * 1e3)
         p50, p90, p99 = np.percentile(times, [50, 90, 99])
         return {"p50": float(p50), "p90": float(p90), "p99": float(p99),
