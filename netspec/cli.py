@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from netspec import __version__
 from netspec.commands import COMMANDS
-from netspec.errors import NetspecError
+from netspec.errors import NetspecError, VarError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
+    except VarError as e:  # the core speaks of vars; here they came from --set
+        print(str(e.as_flag()), file=sys.stderr)
+        return e.exit_code
     except NetspecError as e:
         print(str(e), file=sys.stderr)
         return e.exit_code

@@ -4,7 +4,9 @@ that exporting from a weight file needs no torch. The spec travels inside the fi
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +18,8 @@ from netspec.io import atomic_write
 SPEC_KEY = "netspec.spec"
 SHA_KEY = "netspec.spec_sha256"
 VERSION_KEY = "netspec.version"
+#: the spec's vars as resolved (after --set), JSON: a checkpoint remembers them
+VARS_KEY = "netspec.vars"
 
 
 def spec_metadata(graph: Graph) -> dict[str, str]:
@@ -24,7 +28,24 @@ def spec_metadata(graph: Graph) -> dict[str, str]:
         SHA_KEY: hashlib.sha256(graph.spec_text.encode("utf-8")).hexdigest(),
         VERSION_KEY: __version__,
         "netspec.name": graph.name,
+        VARS_KEY: vars_json(graph.vars),
     }
+
+
+def vars_json(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def recorded_vars(metadata: dict[str, str]) -> dict[str, Any] | None:
+    """The vars a weights file was made with, or None when it does not say."""
+    text = metadata.get(VARS_KEY)
+    if not text:
+        return None
+    try:
+        values = json.loads(text)
+    except ValueError:
+        return None
+    return values if isinstance(values, dict) else None
 
 
 def save_weights(path: str | Path, tensors: dict[str, np.ndarray],

@@ -16,6 +16,7 @@ from netspec.commands import (
     schema,
     train,
     validate,
+    weights,
 )
 
 COMMANDS: dict[str, ModuleType] = {
@@ -29,4 +30,5 @@ COMMANDS: dict[str, ModuleType] = {
     "run": run,
     "train": train,
     "calibrate": calibrate,
+    "weights": weights,
 }

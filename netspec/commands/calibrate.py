@@ -56,9 +56,13 @@ def run(args: argparse.Namespace) -> int:
     if distributed.env_world()[0] > 1:
         raise UsageError("calibrate runs in one process; start it without torchrun")
 
+    from netspec.checkpoint_vars import graph_for_weights
+    from netspec.commands.common import parse_sets
     from netspec.weights import load_weights
 
-    _, meta = load_weights(args.weights)
+    tensors, meta = load_weights(args.weights)
+    # the vars the checkpoint was trained with, when the spec is its own (a note says so)
+    graph = graph_for_weights(args.spec, parse_sets(args.sets), tensors, meta, args.weights)
     try:
         recorded = json.loads(meta.get(DATA_KEY, "{}"))
     except ValueError:
@@ -76,12 +80,16 @@ def run(args: argparse.Namespace) -> int:
     from netspec.backends.torch import build, load_weights_into, state_dict_numpy
     from netspec.train.bn_stats import BN_STATS_KEY, calibrate
     from netspec.train.data import load_data
+    from netspec.train.images import options_from_record
     from netspec.train.loop import evaluate_model, iter_batches, resolve_device, split_to_device
     from netspec.weights import save_weights, spec_metadata
 
+    # an image folder: the preprocessing recorded at training, no augmentation
     data = load_data(graph, args.data, val_data=args.val_data, val_fraction=val_fraction,
-                     seed=seed)
+                     seed=seed, images=options_from_record(recorded))
     source = data.train if split == "train" else data.heldout
+    if hasattr(source, "as_arrays"):  # images decoded per batch: decode them once here
+        source = source.as_arrays()
     if source is None:
         raise UsageError("--split heldout: there is no held-out data (--val-fraction is 0 "
                          "and no --val-data)")

@@ -11,8 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netspec.commands.build import add_allow_large, check_size
-from netspec.commands.common import add_spec_args, load_graph
+from netspec.commands.common import add_allow_large, add_spec_args, check_size, load_graph
+from netspec.commands.train_args import (
+    add_finetune_args,
+    add_image_args,
+    finetune_settings,
+    image_options,
+)
 from netspec.errors import UsageError
 from netspec.io import check_writable
 
@@ -28,10 +33,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         "with several processes it trains with DistributedDataParallel (NCCL on GPUs, gloo "
         "on CPUs); only rank 0 prints and writes.")
     add_spec_args(p)
-    p.add_argument("--data", required=True, metavar="digits|FILE.npz",
-                   help="'digits' (scikit-learn's 8×8 digits: pip install 'netspec[data]') "
-                   "or an .npz with arrays x [N, *input] and y (class indices [N], or "
-                   "[N, H, W] masks for segmentation)")
+    p.add_argument("--data", required=True, metavar="digits|FILE.npz|DIR",
+                   help="'digits' (scikit-learn's 8×8 digits: pip install 'netspec[data]'), "
+                   "an .npz with arrays x [N, *input] and y (class indices [N], or "
+                   "[N, H, W] masks for segmentation), or an image folder: DIR/train/CLASS/*"
+                   " and DIR/val/CLASS/* (or --val-split), or DIR/images/* + DIR/masks/* "
+                   "for segmentation (pip install 'netspec[images]')")
     p.add_argument("--epochs", type=int, help="epochs in the whole run (with --resume: "
                    "default the resumed run's; a different number re-plans the schedule)")
     p.add_argument("-o", "--output", required=True, metavar="CKPT.safetensors")
@@ -58,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--stop-after", type=int, metavar="EPOCHS",
                    help="stop once this many epochs are done in all, as an interruption "
                    "would; the schedule still spans --epochs and --resume continues")
-    p.add_argument("--val-fraction", type=float,
+    p.add_argument("--val-fraction", "--val-split", type=float,
                    help="share of --data held out for evaluation (seeded; default 0.2; "
                    "0: no evaluation)")
     p.add_argument("--val-data", metavar="FILE.npz",
@@ -70,6 +77,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="with several GPUs: BatchNorm statistics over the global batch")
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint")
     add_allow_large(p)
+    add_finetune_args(p)
+    add_image_args(p)
     p.set_defaults(run=run)
 
 
@@ -108,7 +117,10 @@ def _settings(args: argparse.Namespace, resumed: dict[str, Any] | None) -> dict[
 
 def run(args: argparse.Namespace) -> int:
     graph = load_graph(args)
-    check_size(graph, args.allow_large, args.spec)  # before torch allocates anything
+    # before torch allocates anything: the training step this run takes
+    check_size(graph, args.allow_large, args.spec, batch=args.batch_size or 64,
+               optimizer=args.optimizer or "adamw",
+               precision="fp32" if args.amp in (None, "off") else "bf16")
     out = Path(args.output)
     resume = Path(args.resume) if args.resume else None
     in_place = resume is not None and out.resolve() == resume.resolve()
@@ -121,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--stop-after {args.stop_after}: must be 1 or more")
 
     # torch only from here on: the other commands never load it
+    from netspec.checkpoint_vars import graph_for_weights
+    from netspec.commands.common import parse_sets
     from netspec.train import distributed
     from netspec.train.checkpoint import load_state
     from netspec.train.data import load_data
@@ -133,14 +147,18 @@ def run(args: argparse.Namespace) -> int:
     if resume is not None:
         st = load_state(state_path(resume))
         resumed_cfg = st.config
-        _, meta = load_weights(resume)
+        tensors, meta = load_weights(resume)
         resumed_data = json.loads(meta.get(DATA_KEY, "{}"))
+        # the vars the run was started with, when the spec is the same (a note says so)
+        graph = graph_for_weights(args.spec, parse_sets(args.sets), tensors, meta,
+                                  str(resume))
     elif args.epochs is None:
         raise UsageError("--epochs is required (unless --resume gives it)")
     settings = _settings(args, resumed_cfg if resume is not None else None)
     epochs = args.epochs if args.epochs is not None else int(resumed_cfg["epochs"])
     cfg = TrainConfig(epochs=epochs, channels_last=args.channels_last, compile=args.compile,
-                      sync_bn=args.sync_bn, **settings)
+                      sync_bn=args.sync_bn, **settings,
+                      **finetune_settings(args, resumed_cfg if resume is not None else None))
 
     # the held-out split is part of the run: a resumed run re-creates the same one
     val_fraction = args.val_fraction
@@ -154,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, local_rank)
     # data problems are found identically on every rank, before the process group
     data = load_data(graph, args.data, val_data=val_data, val_fraction=val_fraction,
-                     seed=cfg.seed)
+                     seed=cfg.seed, images=image_options(args, resumed_data))
 
     d = distributed.init(device)
     try:

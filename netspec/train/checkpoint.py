@@ -24,6 +24,7 @@ import torch
 
 from netspec.errors import UsageError
 from netspec.graph import Graph
+from netspec.preprocess import CLASS_NAMES_KEY, PREPROCESS_KEY
 from netspec.weights import SHA_KEY, load_weights, save_weights, spec_metadata
 
 EPOCH_KEY = "netspec.epoch"
@@ -46,7 +47,13 @@ def checkpoint_metadata(graph: Graph, *, epoch: int, metrics: dict[str, Any],
                         bn_stats: str, data: dict[str, Any],
                         train: dict[str, Any]) -> dict[str, str]:
     # safetensors metadata is str → str: structured values go in as JSON
+    images = {}  # an image folder's preprocessing and class names, for export and run
+    if "preprocess" in data:
+        images[PREPROCESS_KEY] = data["preprocess"]
+    if "class_names" in data:
+        images[CLASS_NAMES_KEY] = json.dumps(data["class_names"])
     return {
+        **images,
         **spec_metadata(graph),
         VARS_KEY: json.dumps(graph.vars, sort_keys=True, default=str),
         EPOCH_KEY: str(epoch),

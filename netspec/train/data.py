@@ -37,7 +37,8 @@ class Split:
 
 @dataclass(frozen=True)
 class Data:
-    train: Split
+    #: a Split in memory, or an ImageSplit (train/images.py) decoded batch by batch
+    train: Any
     #: None when --val-fraction is 0 and no --val-data is given: nothing to evaluate on
     heldout: Split | None
     #: how the split was made (JSON-able): calibrate reproduces it from the checkpoint
@@ -148,11 +149,20 @@ def split_heldout(data: Split, fraction: float, seed: int) -> tuple[Split, Split
 
 
 def load_data(graph: Graph, data: str, *, val_data: str | None = None,
-              val_fraction: float = 0.2, seed: int = 0) -> Data:
+              val_fraction: float = 0.2, seed: int = 0, images: Any = None) -> Data:
     """The training and held-out splits: ``val_data`` when given, else a seeded
-    ``val_fraction`` of ``data``."""
+    ``val_fraction`` of ``data``. ``data`` may be an image folder; ``images`` are then
+    its ImageOptions (train/images.py)."""
     if not 0 <= val_fraction < 1:
         raise UsageError(f"--val-fraction {val_fraction}: must be in [0, 1)")
+    if Path(data).is_dir():  # an image folder: netspec/train/images.py
+        from netspec.train.images import ImageOptions, load_image_data
+
+        if val_data is not None:
+            raise UsageError(f"--val-data with an image folder: put the held-out images in "
+                             f"{data}/val/CLASS/ (or use --val-split)")
+        return load_image_data(graph, data, images or ImageOptions(),
+                               val_fraction=val_fraction, seed=seed)
     full = load_source(data, graph)
     source: dict[str, Any] = {"data": data, "val_data": val_data,
                               "val_fraction": val_fraction, "seed": seed}

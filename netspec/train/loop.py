@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from netspec.backends.torch import build, load_weights_into, param_groups, state_dict_numpy
+from netspec.backends.torch.device import resolve_device  # noqa: F401 (commands import it here)
 from netspec.errors import UsageError
 from netspec.graph import Graph
 from netspec.train import distributed
@@ -41,6 +42,8 @@ from netspec.train.checkpoint import (
 )
 from netspec.train.data import Data, Split
 from netspec.train.distributed import Dist
+from netspec.train.finetune import freeze, load_pretrained, split_groups
+from netspec.train.images import ImageSplit
 from netspec.train.metrics import Tally
 from netspec.train.progress import Progress, epoch_line
 from netspec.train.schedule import lr_at, warmup_steps
@@ -67,26 +70,16 @@ class TrainConfig:
     seed: int = 0
     bn_stats: str = "ema"
     sync_bn: bool = False
-
-    #: what a resumed run must share with the run it continues: anything else here
-    #: (epochs, device, compile, sync-bn, channels-last) may change between the two
-    FIXED = ("batch_size", "optimizer", "lr", "weight_decay", "momentum", "warmup_epochs",
-             "amp", "seed", "bn_stats")
+    #: fine-tuning (netspec/train/finetune.py): the pretrained file, the layer globs to
+    #: freeze, the pretrained part's learning-rate factor, and (set when the file is
+    #: read) the tensors that were freshly initialised
+    pretrained: str | None = None
+    freeze: tuple[str, ...] = ()
+    pretrained_lr_scale: float = 1.0
+    fresh: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this rank's GPU when CUDA is there, else the CPU."""
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device cuda: CUDA is not available here (torch "
-                         f"{torch.__version__}); use --device cpu or auto")
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        index = local_rank % torch.cuda.device_count()
-        torch.cuda.set_device(index)  # NCCL and the caching allocator use "the" device
-        return torch.device("cuda", index)
-    return torch.device("cpu")
 
 
 def check_config(cfg: TrainConfig, graph: Graph, device: torch.device, world: int) -> None:
@@ -118,6 +111,8 @@ def check_config(cfg: TrainConfig, graph: Graph, device: torch.device, world: in
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)  # no decay on norm γ/δ and biases
+    if cfg.pretrained is not None:
+        groups = split_groups(model, groups, list(cfg.fresh), cfg.pretrained_lr_scale)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
     return torch.optim.AdamW(groups, lr=cfg.lr)
@@ -126,6 +121,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def split_to_device(split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A split as tensors where batches are cut from: on a GPU when it fits (one copy
     instead of one per batch), else on the host (pinned, so copies overlap compute)."""
+    if not isinstance(split, Split):  # an ImageSplit: decoded batch by batch
+        return split  # type: ignore[return-value]
     x, y = torch.from_numpy(split.x), torch.from_numpy(split.y)
     if device.type == "cuda":
         if x.nbytes + y.nbytes <= ON_DEVICE_BYTES:
@@ -160,6 +157,14 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         #: the plain module: state_dict names, evaluation, test hooks
         self.model: nn.Module = model
+        self.frozen = freeze(model, graph, list(cfg.freeze)) if cfg.freeze else []
+        if cfg.pretrained is not None and resume is None:
+            loaded = load_pretrained(model, cfg.pretrained)
+            cfg.fresh = tuple(loaded.fresh)  # recorded: --resume rebuilds the same groups
+            for line in loaded.describe(cfg.pretrained):
+                self.progress.print(line)
+        if self.frozen:
+            self.progress.print(f"frozen (no gradient steps): {', '.join(self.frozen)}")
         self.optimizer = make_optimizer(model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.amp == "fp16" else None
         self.epoch = 0  # epochs completed
@@ -203,6 +208,17 @@ class Trainer:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return xb, yb
 
+    def _epoch_batches(self, order: torch.Tensor
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches: cut from memory, or decoded by an ImageSplit's workers."""
+        b = self.per_rank_batch
+        if isinstance(self._train, ImageSplit):
+            yield from self._train.batches(order[:self.steps_per_epoch * b], b, self.epoch,
+                                           self.device, self.cfg.channels_last)
+            return
+        for i in range(self.steps_per_epoch):
+            yield self._batch(self._train, order[i * b:(i + 1) * b])
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.cfg.amp is None:
             return contextlib.nullcontext()
@@ -214,7 +230,7 @@ class Trainer:
         lr = lr_at(self.step, base_lr=self.cfg.lr, total_steps=self.total_steps,
                    warmup=self.warmup)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def _train_step(self, xb: torch.Tensor, yb: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,9 +267,7 @@ class Trainer:
         self.progress.start_epoch(self.epoch + 1, cfg.epochs, self.steps_per_epoch)
         start = time.perf_counter()
         seen = 0
-        b = self.per_rank_batch
-        for i in range(self.steps_per_epoch):
-            xb, yb = self._batch(self._train, order[i * b:(i + 1) * b])
+        for i, (xb, yb) in enumerate(self._epoch_batches(order)):
             logits, loss = self._train_step(xb, yb)
             tally.add(logits, yb, loss)
             seen += xb.shape[0]
