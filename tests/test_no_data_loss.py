@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from netspec.cli import main
-from netspec.commands.build import LARGE_MODEL_BYTES
+from netspec.commands.common import LARGE_MODEL_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -71,7 +71,9 @@ def test_huge_spec_is_refused_before_building(tmp_path: Path, command: list[str]
     lines = err.splitlines()
     assert len(lines) == 1, err
     assert lines[0].startswith(f"{spec}: ") and "--allow-large" in lines[0]
-    assert "8,000.0 GB" in lines[0]  # (2·10¹² + 2·10⁶) values × 4 bytes
+    # the estimate of what the command runs: (2·10¹² + 2·10⁶) weights × 4 bytes for a
+    # forward pass, × 4 (gradients, AdamW's two moments) and activations for a training step
+    assert ("32,000.5 GB" if command[0] == "train" else "8,000.0 GB") in lines[0], lines[0]
     assert list(tmp_path.iterdir()) == [spec]  # and nothing was written
 
 
@@ -96,10 +98,11 @@ def test_allow_large_lets_it_through(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_large_threshold_is_above_every_bundled_spec(capsys: pytest.CaptureFixture[str]) -> None:
     import netspec
+    from netspec.memory import step_memory
 
     for spec in sorted(SPECS.glob("*.yaml")):
-        c = netspec.load(spec).params()
-        assert 4 * (c.params + c.buffers) < LARGE_MODEL_BYTES / 10, spec.name
+        m = step_memory(netspec.load(spec), 64, "adamw")  # train's default batch
+        assert m.training_total < LARGE_MODEL_BYTES, spec.name
 
 
 # ---------------------------------------------------------------- atomic writes

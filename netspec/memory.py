@@ -1,0 +1,175 @@
+"""The memory of a training step and of inference, from the Graph alone.
+
+A training step holds the parameters, their gradients, the optimizer's state and the
+activations autograd keeps for backward. What each layer keeps is its kind's rule
+(``LayerArgs.saved_for_backward``); this module adds them up the way the torch backend
+runs the graph — a ReLU or residual add in place writes into its input's memory
+(``Graph.inplace_nodes``), a flatten or a split's part is a view of its input — so each
+memory block is counted once, as torch's ``saved_tensors_hooks`` sees it when storages
+are told apart (tests/test_memory.py checks this against torch).
+
+Inference keeps nothing for backward: its peak is the largest set of activations alive
+at once, each freed after its last reader.
+
+Not counted: allocator rounding and caches, cuDNN/oneDNN workspaces, the transient
+tensors inside a layer, and the gradients of activations during backward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netspec.graph import Graph
+from netspec.kinds import numel
+
+#: optimizer → values of state it keeps per trained parameter (SGD: Nesterov momentum;
+#: AdamW: the two moments)
+OPTIMIZER_STATES = {"sgd": 1, "adamw": 2}
+#: precision → bytes of an activation (bf16 is autocast: the weights, their gradients and
+#: the optimizer's state stay fp32; convs and linears keep a bf16 copy of their weight).
+#: (tests/test_memory.py checks both against torch on the CPU)
+ACTIVATION_BYTES = {"fp32": 4, "bf16": 2}
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """Bytes, for one training step at ``batch`` (and for inference at ``batch``)."""
+
+    batch: int
+    optimizer: str
+    precision: str
+    params: int
+    grads: int
+    optimizer_state: int
+    #: buffers (BN running statistics)
+    buffers: int
+    #: what autograd keeps for backward
+    activations: int
+    #: the most activation memory alive at once in a forward pass without autograd
+    inference_peak: int
+
+    @property
+    def training_total(self) -> int:
+        return (self.params + self.grads + self.optimizer_state + self.buffers
+                + self.activations)
+
+    @property
+    def inference_total(self) -> int:
+        return self.params + self.buffers + self.inference_peak
+
+    def as_dict(self) -> dict[str, int | str]:
+        return {"batch": self.batch, "optimizer": self.optimizer,
+                "precision": self.precision, "params": self.params, "grads": self.grads,
+                "optimizer_state": self.optimizer_state, "buffers": self.buffers,
+                "activations": self.activations, "training_total": self.training_total,
+                "inference_peak": self.inference_peak,
+                "inference_total": self.inference_total}
+
+
+def _storages(graph: Graph) -> dict[str, str]:
+    """Node → the node whose output memory it lives in (itself, or where it runs in
+    place or as a view, its first input's)."""
+    inplace = graph.inplace_nodes()
+    home: dict[str, str] = {}
+    for node in graph:
+        shares = node.name in inplace or (node.args is not None and node.args.view)
+        home[node.name] = home[node.inputs[0]] if shares else node.name
+    return home
+
+
+def saved_activation_bytes(graph: Graph, batch: int, precision: str = "fp32") -> int:
+    """The activations autograd keeps for one training step's backward, each memory
+    block once."""
+    size = ACTIVATION_BYTES[precision]
+    home = _storages(graph)
+    inplace = graph.inplace_nodes()
+    kept: set[str] = set()
+    extra = copies = 0
+    live = graph.live()
+    for node in graph.layers:
+        if node.args is None or node.name not in live:
+            continue
+        rule = node.args.saved_for_backward(graph.input_shapes(node), node.shape)
+        for i in rule.inputs:
+            if i == 0 and node.name in inplace:
+                # it overwrites the input it needs: autograd keeps a copy of it first
+                # (a ReLU6 in place: hardtanh_ clones its input)
+                copies += numel(graph[node.inputs[0]].shape)
+            else:
+                kept.add(home[node.inputs[i]])
+        if rule.output:
+            kept.add(home[node.name])
+        for values, itemsize, per_sample in rule.extra:
+            extra += values * (itemsize or size) * (batch if per_sample else 1)
+        if precision != "fp32" and node.args.linear_map:
+            # autocast casts a conv's or linear's weight to bf16 and keeps the copy
+            weight = node.args.param_shapes(graph.input_shapes(node)).get("weight")
+            extra += numel(weight) * size if weight else 0
+    return (sum(numel(graph[n].shape) for n in kept) + copies) * batch * size + extra
+
+
+def inference_peak_bytes(graph: Graph, batch: int, precision: str = "fp32") -> int:
+    """The most activation memory alive at once in a forward pass without autograd,
+    the input included: each block is freed after the last layer reading it."""
+    size = ACTIVATION_BYTES[precision]
+    home = _storages(graph)
+    live_nodes = graph.live()
+    last: dict[str, int] = {}
+    order = [n for n in graph if n.name in live_nodes]
+    for i, node in enumerate(order):
+        for src in node.inputs:
+            last[home[src]] = i
+    for o in graph.outputs:
+        last[home[o]] = len(order)
+    alive: dict[str, int] = {}
+    peak = 0
+    for i, node in enumerate(order):
+        block = home[node.name]
+        if block not in alive:
+            alive[block] = numel(node.shape) * batch * size
+        peak = max(peak, sum(alive.values()))
+        for b in [b for b in alive if last.get(b, -1) <= i]:
+            del alive[b]
+    return peak
+
+
+def step_memory(graph: Graph, batch: int, optimizer: str = "adamw",
+                precision: str = "fp32") -> StepMemory:
+    counts = graph.params()
+    return StepMemory(
+        batch=batch, optimizer=optimizer, precision=precision,
+        params=4 * counts.params,
+        grads=4 * counts.trainable,
+        optimizer_state=4 * counts.trainable * OPTIMIZER_STATES[optimizer],
+        buffers=4 * counts.buffers,
+        activations=saved_activation_bytes(graph, batch, precision),
+        inference_peak=inference_peak_bytes(graph, batch, precision),
+    )
+
+
+def _size(n: int) -> str:
+    """Bytes in the unit that shows them: 896 B, 24.1 kB, 177.5 MB, 6.4 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} B"
+
+
+def memory_lines(m: StepMemory) -> list[str]:
+    """The estimate as ``netspec params --batch`` prints it."""
+    per = OPTIMIZER_STATES[m.optimizer]
+    rows = [
+        ("weights", m.params, "fp32"),
+        ("gradients", m.grads, "fp32, trainable parameters"),
+        ("optimizer state", m.optimizer_state,
+         f"{m.optimizer}: {per} value{'s' * (per != 1)} per trainable parameter"),
+        ("buffers", m.buffers, "BN running statistics") if m.buffers else None,
+        ("activations", m.activations, f"kept for backward, {m.precision}"),
+    ]
+    lines = [f"memory at batch {m.batch} (estimate; allocator overhead and workspaces "
+             "not counted)", f"training step ({m.optimizer}, {m.precision}):"]
+    lines += [f"  {name:<16}{_size(n):>14}   {note}" for name, n, note in filter(None, rows)]
+    lines.append(f"  {'total':<16}{_size(m.training_total):>14}")
+    lines.append(f"inference: activations at peak {_size(m.inference_peak)}, with the weights "
+                 f"{_size(m.inference_total)}")
+    return lines
