@@ -7,14 +7,13 @@ input (resize, scale to [0, 1]) and a note saying so. Torch-free."""
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
 from netspec.errors import UsageError
-from netspec.io import atomic_write
+from netspec.io import save_arrays
 from netspec.preprocess import (
     CLASS_NAMES_KEY,
     IMAGE_SUFFIXES,
@@ -93,12 +92,8 @@ def run_images(args: argparse.Namespace, out: Path | None) -> int:
         if len(files) > MAX_ROWS:
             print(f"  … {len(files) - MAX_ROWS} more images")
     if out is not None:
-        buf = io.BytesIO()
-        np.save(buf, y)
-        atomic_write(out, buf.getvalue())
+        save_arrays(out, y)
         print(f"wrote {out}")
     if args.bench:
-        lat = runner.latency(x, args.bench)
-        print(f"latency over {args.bench} runs (batch {len(x)}): p50 {lat['p50']:.3f} ms, "
-              f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
+        print(runner.latency_text(x, args.bench))
     return 0

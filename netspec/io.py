@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from netspec.errors import UsageError
 
@@ -56,3 +57,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], None] | bytes) -> Pat
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def save_arrays(path: str | Path, value: Any) -> Path:
+    """Write one numpy array as .npy, or a dict of them (a model's several outputs, by
+    name) as .npz — atomically, never pickled."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    if isinstance(value, dict):
+        np.savez(buf, **value)
+    else:
+        np.save(buf, value, allow_pickle=False)
+    return atomic_write(path, buf.getvalue())

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netspec.errors import UsageError
-from netspec.io import atomic_write, check_writable
+from netspec.io import check_writable, save_arrays
 
 if TYPE_CHECKING:  # numpy and onnxruntime load when the command runs, not at start-up
     import numpy as np
@@ -78,14 +77,10 @@ def run(args: argparse.Namespace) -> int:
         if len(y) > MAX_ROWS:
             print(f"  … {len(y) - MAX_ROWS} more samples")
     if out is not None:
-        buf = io.BytesIO()
-        np.save(buf, y)
-        atomic_write(out, buf.getvalue())
+        save_arrays(out, y)
         print(f"wrote {out}")
     if args.bench:
-        lat = runner.latency(x, args.bench)
-        print(f"latency over {args.bench} runs (batch {len(x)}): p50 {lat['p50']:.3f} ms, "
-              f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
+        print(runner.latency_text(x, args.bench))
     return 0
 
 
@@ -99,14 +94,8 @@ def _run_several(runner: OnnxRunner, x: np.ndarray, out: Path | None, bench: int
     for name, y in ys.items():
         print(f"output {name} {list(y.shape)} {y.dtype} ({runner.providers[0]})")
     if out is not None:
-        import numpy as np
-
-        buf = io.BytesIO()
-        np.savez(buf, **ys)
-        atomic_write(out, buf.getvalue())
+        save_arrays(out, ys)
         print(f"wrote {out}")
     if bench:
-        lat = runner.latency(x, bench)
-        print(f"latency over {bench} runs (batch {len(x)}): p50 {lat['p50']:.3f} ms, "
-              f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
+        print(runner.latency_text(x, bench))
     return 0

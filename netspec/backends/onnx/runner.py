@@ -82,6 +82,11 @@ class OnnxRunner:
         ys = self.session.run(None, {self.input_name: x})
         return dict(zip(self.output_names, ys, strict=True))
 
+    def latency_text(self, x: np.ndarray, runs: int) -> str:
+        lat = self.latency(x, runs)
+        return (f"latency over {runs} runs (batch {len(x)}): p50 {lat['p50']:.3f} ms, "
+                f"p90 {lat['p90']:.3f} ms, p99 {lat['p99']:.3f} ms")
+
     def latency(self, x: np.ndarray, runs: int, warmup: int = 3) -> dict[str, float]:
         """p50/p90/p99 (and mean) of ``runs`` calls on ``x``, in milliseconds."""
         x = self.feedable(x)
