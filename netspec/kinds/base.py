@@ -126,6 +126,8 @@ class LayerArgs(BaseModel):
     #: its parameters hold fixed values (DFL's 0 … bins−1): counted, never trained; a
     #: layer may feed no output only when it is such a holder of weights
     fixed_params: ClassVar[bool] = False
+    #: y = γ·x with γ per channel (layer scale): folds into the linear map before it
+    channel_scale: ClassVar[bool] = False
     #: acts only while training (dropout, stochastic depth): at inference it is a
     #: constant factor, ``inference_factor()`` (1: the identity), and export removes it
     training_only: ClassVar[bool] = False
@@ -175,6 +177,10 @@ class LayerArgs(BaseModel):
     def inference_factor(self) -> float:
         """For a ``training_only`` kind: what it multiplies by at inference."""
         return 1.0
+
+    def inference_note(self) -> str:
+        """For a ``training_only`` kind: why it is gone at inference (the fold report)."""
+        return f"{self.op} is the identity at inference"
 
     def display(self) -> str:
         """How reports name it: the op, or ``norm batch`` for a family member."""

@@ -43,6 +43,10 @@ class Dropout(LayerArgs):
     def inference_factor(self) -> float:
         return self.p_keep if self.scaling == "classic" else 1.0
 
+    def inference_note(self) -> str:
+        return ("inverted dropout is the identity at inference" if self.scaling == "inverted"
+                else "classic dropout with keep=1 is the identity")
+
     @property
     def p_drop(self) -> float:
         return self.drop if self.drop is not None else 1.0 - float(self.keep)  # type: ignore[arg-type]
@@ -74,6 +78,9 @@ class DropPath(LayerArgs):
 
     drop: Float | None = Field(default=None, ge=0, lt=1)
     keep: Float | None = Field(default=None, gt=0, le=1)
+
+    def inference_note(self) -> str:
+        return "stochastic depth is the identity at inference"
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DropPath:

@@ -15,6 +15,7 @@ class LayerScale(LayerArgs):
     auto_name = "scale"
     shorthand = "init"
     fresh_output = True
+    channel_scale = True
     samples = ({}, {"init": 0.1, "register_first": True})
 
     init: Float = Field(default=1e-6, allow_inf_nan=False)

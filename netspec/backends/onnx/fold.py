@@ -185,7 +185,7 @@ class _Folder:
         for node in self.g.layers:
             if node.args is not None and node.args.running_stats:
                 self.batchnorm(node)
-            elif node.op == "layer_scale":
+            elif node.args is not None and node.args.channel_scale:
                 self.layer_scale(node)
         order = {name: i for i, name in enumerate(self.g.nodes)}
         self.plan.report.sort(key=lambda e: order[e.layer])  # in spec order
@@ -199,14 +199,7 @@ class _Folder:
         keep = float(args.inference_factor())
         x = node.inputs[0]
         if keep == 1.0:
-            if node.op == "dropout":
-                why = ("inverted dropout is the identity at inference"
-                       if args.scaling == "inverted"
-                       else "classic dropout with keep=1 is the identity")
-            elif node.op == "drop_path":
-                why = "stochastic depth is the identity at inference"
-            else:
-                why = f"{node.op} is the identity at inference"
+            why = args.inference_note()
             self.remove(node.name, x)
             self.plan.report.append(FoldEntry(node.name, node.op, "removed", None, why))
             return
