@@ -9,13 +9,42 @@ netspec/commands/ and imports torch or onnx only inside its ``run``, so ``valida
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
+from types import FrameType
+from typing import Any
 
 from netspec import __version__
 from netspec.commands import COMMANDS
 from netspec.errors import NetspecError, VarError
+
+
+class _CtrlC:
+    """While active, notes whether a SIGINT arrived (then raises KeyboardInterrupt as
+    Python's own handler does). Installed only over Python's default handler, in the
+    main thread: a caller's own handler is left alone."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._old: Any = None
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _CtrlC:
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,9 +60,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. ``argv`` None: the ``netspec`` program itself, for which Ctrl-C
+    ends the command with exit status 130. Given ``argv``, main runs inside a caller (a
+    test, a script): a Ctrl-C the user types is then the caller's to handle — it stops a
+    test run rather than failing one test — and propagates; a KeyboardInterrupt that the
+    command's own code raises still becomes 130."""
     args = parser().parse_args(argv)
+    typed = _CtrlC()
     try:
-        return int(args.run(args) or 0)
+        with typed:
+            return int(args.run(args) or 0)
     except VarError as e:  # the core speaks of vars; here they came from --set
         print(str(e.as_flag()), file=sys.stderr)
         return e.exit_code
@@ -41,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        if typed.seen and argv is not None:
+            raise
         print("netspec: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from netspec.kinds import Shape, numel
 
@@ -41,9 +42,35 @@ class NodeCount:
     formula: str | None
 
 
+class InputShapes(Sequence[Shape]):
+    """A node's input shapes, looked up as a kind's rule reads them. Most kinds read one
+    or two; a merge that reads many (each merge of a dense block reads every earlier
+    output) has no parameters, and counting it must not cost a look-up per input."""
+
+    __slots__ = ("_names", "_nodes")
+
+    def __init__(self, graph: Graph, node: Node) -> None:
+        self._nodes = graph.nodes
+        self._names = node.inputs
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @overload
+    def __getitem__(self, i: int) -> Shape: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Shape]: ...
+
+    def __getitem__(self, i: int | slice) -> Shape | list[Shape]:
+        if isinstance(i, slice):
+            return [self._nodes[n].shape for n in self._names[i]]
+        return self._nodes[self._names[i]].shape
+
+
 def node_count(graph: Graph, node: Node) -> NodeCount:
     assert node.args is not None
-    ins = graph.input_shapes(node)
+    ins = InputShapes(graph, node)
     return NodeCount(
         node=node,
         params=total(node.args.param_shapes(ins)),

@@ -94,7 +94,17 @@ def did_you_mean(word: str, choices: Iterable[str], sigil: str = "") -> str:
     """A ' (did you mean X?)' suffix, or '' when nothing is close. ``sigil`` is written
     before the suggestion as the user writes it: ``$`` for a var."""
     options = sorted(choices)
-    if SYNONYMS.get(str(word)) in options:
-        return f" (did you mean '{sigil}{SYNONYMS[str(word)]}'?)"
-    close = difflib.get_close_matches(str(word), options, n=1, cutoff=0.6)
+    word = str(word)
+    # compared in lower case too: PyTorch's class names (ReLU, Kernel_Size)
+    for w in dict.fromkeys((word, word.lower())):
+        if SYNONYMS.get(w) in options:
+            return f" (did you mean '{sigil}{SYNONYMS[w]}'?)"
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not close:
+        lower = {o.lower(): o for o in reversed(options)}
+        close = [lower[c] for c in difflib.get_close_matches(word.lower(), lower, n=1,
+                                                              cutoff=0.6)]
+    if not close:  # a misspelt synonym: kernal → kernel → k
+        close = [SYNONYMS[c] for c in difflib.get_close_matches(
+            word.lower(), [s for s in SYNONYMS if SYNONYMS[s] in options], n=1, cutoff=0.8)]
     return f" (did you mean '{sigil}{close[0]}'?)" if close else ""

@@ -11,6 +11,7 @@ reports and pictures can group by them; backends need only the nodes.
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from netspec.count import Counts, count
 from netspec.errors import Pos, SpecError
 from netspec.kinds import REGISTRY, LayerArgs, Shape
 from netspec.names import INPUT, RESERVED_NAMES
+
+_shape_of = operator.attrgetter("shape")
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ class Graph:
         return hashlib.sha256(self.spec_text.encode("utf-8")).hexdigest()
 
     def input_shapes(self, node: Node) -> list[Shape]:
-        return [self.nodes[i].shape for i in node.inputs]
+        # map, not a Python loop: a dense block's merges read many inputs
+        return list(map(_shape_of, map(self.nodes.__getitem__, node.inputs)))
 
     def param_shapes(self) -> dict[str, Shape]:
         """Every parameter, by its state_dict name, in registration order."""
@@ -168,7 +172,8 @@ class Graph:
             if node.op != INPUT and node.op not in REGISTRY:
                 problems.append(SpecError(f"layer '{node.name}': unknown op {node.op!r}",
                                           node.pos))
-            for i in node.inputs:
+            # a set operation, not a Python loop: a dense block's merges read many inputs
+            for i in () if seen.issuperset(node.inputs) else node.inputs:
                 if i not in seen:
                     problems.append(SpecError(f"layer '{node.name}' reads '{i}', which is "
                                               "not an earlier layer", node.pos))

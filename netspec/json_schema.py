@@ -14,7 +14,9 @@ EXPRESSION = {"type": "string", "pattern": r"\$",
                              + " ".join(FUNCTIONS)}
 
 COMMON = {
-    "as": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$",
+    # (?!\n): ECMA's $ is the end of the text, but Python's (the jsonschema package)
+    # also matches before a final newline
+    "as": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$(?!\n)",
            "description": "a name for this layer: its module name, and a reference for "
                           "add/concat"},
     "repeat": {"anyOf": [{"type": "integer", "minimum": 0}, EXPRESSION],

@@ -46,6 +46,15 @@ from netspec.structures import MAX_REPEAT, STRUCTURES
 from netspec.yaml_loader import Document, Path
 
 MAX_NODES = 100_000
+#: the largest size of any axis, of the input and of every layer's output: a rule of the
+#: language, so that no shape rule, count or estimate ever works on an unbounded size
+MAX_DIM = 1 << 24
+
+
+def _size(v: int) -> str:
+    """A size for a message: a number of 400 digits is shown by its first ones."""
+    text = str(v)
+    return text if len(text) <= 24 else f"{text[:6]}… ({len(text)} digits)"
 
 
 @dataclass
@@ -201,6 +210,9 @@ class Resolver:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SpecError(f"input sizes must be positive integers, got {v!r}",
                                 self.doc.pos(("input", i)))
+            if v > MAX_DIM:
+                raise SpecError(f"input sizes must be at most {MAX_DIM:,}, got {_size(v)}",
+                                self.doc.pos(("input", i)))
             shape.append(v)
         if len(shape) == 2:
             raise SpecError("input is [C, H, W] for images or [F] for features; [A, B] is "
@@ -335,7 +347,7 @@ class Resolver:
         if "as" not in e.args:
             return None
         name = self.value(e.args.pop("as"), e.paths["as"], ctx.env)
-        problem = name_problem(name, isinstance(name, str) and bool(IDENTIFIER.match(name)))
+        problem = name_problem(name, isinstance(name, str) and bool(IDENTIFIER.fullmatch(name)))
         if problem:
             raise SpecError(problem, self.doc.pos(e.paths["as"]))
         return name
@@ -429,14 +441,21 @@ class Resolver:
         return [x, *refs]
 
     def add_node(self, model: LayerArgs, inputs: list[str], name: str | None, ctx: Ctx,
-                 e: Entry, note: str = "", paths: dict[str, Path] | None = None) -> str:
-        shapes = [self.nodes[i].shape for i in inputs]
+                 e: Entry, note: str = "", paths: dict[str, Path] | None = None,
+                 shape: Shape | None = None) -> str:
+        """A node of ``model`` on ``inputs``. ``shape``: its output shape where the caller
+        has already computed it by the kind's rule (a dense block's merges, whose inputs
+        grow by one each time); else the kind's rule runs here on every input."""
         try:
-            shape = model.out_shape(shapes)
+            if shape is None:
+                shape = model.out_shape([self.nodes[i].shape for i in inputs])
         except ShapeError as err:
             field_path = (paths or {}).get(err.field or "")
             where = self.doc.pos(field_path) if field_path else self.doc.key(e.kind_path)
             raise SpecError(f"{e.kind}: {err}", where) from None
+        if any(d > MAX_DIM for d in shape):
+            raise SpecError(f"{e.kind}: its output [{', '.join(map(_size, shape))}] has a "
+                            f"size over the limit of {MAX_DIM:,}", self.doc.key(e.kind_path))
         local = self.claim(name, ctx, e) if name else ctx.ns.auto(model.auto_name)
         ctx.ns.taken.add(local)
         full = join(ctx.scope, local)

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from netspec.errors import SpecError, did_you_mean
 from netspec.yaml_loader import Document, Path
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: a name: use with fullmatch (``$`` would also match before a final newline)
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 REQUIRED = "required"
 
 Scalar = int | float | bool | str | None
@@ -165,7 +166,7 @@ def check_names(doc: Document, spec: SpecModel) -> list[SpecError]:
     named += [(a, ("blocks", b, "args", a)) for b, blk in spec.blocks.items() for a in blk.args]
     for name, path in named:
         what = {"vars": "var", "blocks": "block"}[str(path[0])] if len(path) == 2 else "arg"
-        if not IDENTIFIER.match(name):
+        if not IDENTIFIER.fullmatch(name):
             errors.append(SpecError(f"{what} name '{name}' is not a valid name (letters, "
                                     "digits, _; not starting with a digit)", doc.key(path)))
         elif name == "in" and what != "block":

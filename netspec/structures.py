@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netspec.entries import Entry
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
-from netspec.kinds import LayerArgs, ShapeError
+from netspec.kinds import LayerArgs, Shape, ShapeError
 from netspec.kinds.base import fmt_shape
 from netspec.kinds.conv import Conv
 from netspec.kinds.linear import Linear
@@ -76,9 +77,14 @@ def _combine(r: Resolver, e: Entry, ctx: Ctx, default: str) -> type[Add] | type[
 
 
 def _stride_between(n_in: int, n_out: int) -> int | None:
-    for s in range(1, n_in + 1):
-        if (n_in - 1) // s + 1 == n_out:
-            return s
+    """The smallest stride s that takes a size n_in to n_out ((n_in - 1) // s + 1), or
+    None: in closed form, not a loop over every size (sizes go up to 2²⁴)."""
+    if n_in < 1 or not 1 <= n_out <= n_in:
+        return None
+    # (n_in - 1) // s falls as s grows: the first s that brings it to n_out - 1 or below
+    s = (n_in - 1) // n_out + 1
+    if (n_in - 1) // s + 1 == n_out:
+        return s
     return None
 
 
@@ -188,13 +194,30 @@ def dense(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     r.scope(scope, "dense", f"dense × {n} ({merge.op})", e)
     inner = ctx.child(scope)
     features = [x]
+    merged: Shape | None = None  # the shape of the merge of features[:-1]
+
+    def merge_all() -> str:
+        # add and concat are associative: the merge of every feature is the merge of the
+        # last merge's output with the newest feature, so each shape is found in O(1), not
+        # by going over every earlier output again (which made a large n quadratic). Where
+        # that fails, the rule runs on every input, for the very same message
+        nonlocal merged
+        model = merge()
+        shape = None
+        if merged is not None:
+            with suppress(ShapeError):
+                shape = model.out_shape([merged, r.nodes[features[-1]].shape])
+        out = r.add_node(model, features, None, inner, e, shape=shape)
+        merged = r.nodes[out].shape
+        return out
+
     for i in range(n):
-        seen = features[0] if i == 0 else r.add_node(merge(), features, None, inner, e)
+        seen = features[0] if i == 0 else merge_all()
         inner.ns.taken.add(str(i))
         layer_ctx = inner.child(join(scope, str(i)))
         r.scope(join(scope, str(i)), "dense-layer", f"layer {i}", e)
-        features = [*features, r.sequence(e.args["body"], e.paths["body"], layer_ctx, seen)]
-    return r.add_node(merge(), features, None, inner, e)
+        features.append(r.sequence(e.args["body"], e.paths["body"], layer_ctx, seen))
+    return merge_all()
 
 
 # ---------------------------------------------------------------------------- parallel

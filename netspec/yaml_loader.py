@@ -13,7 +13,9 @@ refused, nesting depth is capped, and aliases count every value they expand to, 
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -139,18 +141,53 @@ def _reader_error(e: yaml.reader.ReaderError, text: str, file: str) -> SpecError
 
 
 def load_file(path: str | FsPath) -> Document:
+    """Read a spec file: a regular file (or a link to one) of at most MAX_FILE_BYTES.
+
+    The size is checked on the bytes read, not on ``stat()``: at most the limit + 1 bytes
+    are ever read, and a device, FIFO or socket (``/dev/zero``, ``/dev/urandom``, a named
+    pipe that never ends) is refused before it is opened."""
     p = FsPath(path)
-    if not p.exists():
-        raise UsageError(f"{p}: no such file")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such file") from None
+    except OSError as e:
+        raise UsageError(f"{p}: cannot read: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{p}: is a directory, not a spec file")
-    size = p.stat().st_size
-    if size > MAX_FILE_BYTES:
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{p}: is {_special_kind(st.st_mode)}, not a regular file; "
+                         "a spec must be a file")
+    if st.st_size > MAX_FILE_BYTES:
         raise SpecError(
-            f"spec file is {size:,} bytes; the limit is {MAX_FILE_BYTES:,}", Pos(str(p), 1, 1)
-        )
-    raw = p.read_bytes()
+            f"spec file is {st.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,}",
+            Pos(str(p), 1, 1))
+    try:
+        # O_NONBLOCK: should the path have become a FIFO since stat(), open() does not wait
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UsageError(f"{p}: is not a regular file; a spec must be a file")
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise UsageError(f"{p}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(f"spec file is larger than {MAX_FILE_BYTES:,} bytes, the limit",
+                        Pos(str(p), 1, 1))
     return load_bytes(raw, str(p))
+
+
+def _special_kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
 
 
 def load_bytes(raw: bytes, file: str) -> Document:
@@ -187,6 +224,8 @@ def load_text(text: str, file: str = "<string>") -> Document:
             context = f" ({e.context} at line {e.context_mark.line + 1})"
         if mark and _char_at(text, mark.line, mark.column) == "\t":
             context += " — a tab: YAML indents with spaces only"
+        elif mark and (hint := _indentation(e, text)):
+            raise SpecError(f"invalid YAML: {hint}", where) from None
         raise SpecError(f"invalid YAML: {e.problem or e.context}{context}", where) from None
     except yaml.YAMLError as e:
         raise SpecError(f"invalid YAML: {e}", Pos(file, 1, 1)) from None
@@ -206,6 +245,37 @@ def load_text(text: str, file: str = "<string>") -> Document:
             doc.pos(()),
         )
     return doc
+
+
+def _indentation(e: yaml.MarkedYAMLError, text: str) -> str | None:
+    """The message for a YAML error that is an indentation mistake, or None: a line that
+    lines up with no key (or ``-`` item) of the block it continues, or a key indented
+    deeper than the line above it."""
+    mark, ctx = e.problem_mark, e.context_mark
+    if mark is None:
+        return None
+    problem = e.problem or ""
+    col = mark.column + 1
+    # libyaml's words, then the pure-Python parser's
+    if ctx is not None and (problem in ("did not find expected key",
+                                        "did not find expected '-' indicator")
+                            or problem.startswith("expected <block end>")):
+        what = "keys" if "mapping" in (e.context or "") else "'-' items"
+        return (f"wrong indentation: this line is indented to column {col}, but the block "
+                f"it continues (from line {ctx.line + 1}) has its {what} at column "
+                f"{ctx.column + 1}")
+    if problem == "mapping values are not allowed in this context":
+        lines = text.splitlines()
+        if not 0 < mark.line < len(lines):
+            return None
+        above = next((i for i in range(mark.line - 1, -1, -1)
+                      if lines[i].strip() and not lines[i].lstrip().startswith("#")), None)
+        here = len(lines[mark.line]) - len(lines[mark.line].lstrip(" "))
+        if above is None or here <= len(lines[above]) - len(lines[above].lstrip(" ")):
+            return None
+        return (f"wrong indentation: this key is indented deeper than line {above + 1} "
+                "above it, so YAML reads it as part of that line's value")
+    return None
 
 
 def _char_at(text: str, line: int, col: int) -> str:

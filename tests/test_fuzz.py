@@ -43,7 +43,8 @@ from netspec.kinds import OPS
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 settings.register_profile("netspec-fuzz-ci", deadline=None, max_examples=150,
                           suppress_health_check=_HEALTH, print_blob=True)
-settings.register_profile("netspec-fuzz-long", deadline=None,
+#: (the default profile, tests/conftest.py, is derandomized: a long hunt draws anew each run)
+settings.register_profile("netspec-fuzz-long", deadline=None, derandomize=False,
                           max_examples=int(os.environ.get("NETSPEC_FUZZ_EXAMPLES", "20000")),
                           suppress_health_check=_HEALTH, print_blob=True)
 PROFILE = "netspec-fuzz-long" if os.environ.get("NETSPEC_FUZZ") == "long" else "netspec-fuzz-ci"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 import yaml
 
-from netspec.errors import UsageError
+from netspec.entries import shown
+from netspec.errors import NetspecError, SpecError, SpecErrors, UsageError
+from netspec.expr import MAX_MAGNITUDE
 from netspec.graph import Graph
 from netspec.load import load
 
@@ -18,40 +21,103 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
                    help="override a var of the spec (repeatable)")
 
 
+#: the longest ``--set`` value, and its deepest nesting of lists
+MAX_SET_CHARS = 10_000
+MAX_SET_DEPTH = 32
+
+
 def parse_sets(sets: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in sets:
         name, eq, text = item.partition("=")
         name = name.strip()
         if not eq or not name:
-            raise UsageError(f"--set {item!r}: expected NAME=VALUE")
+            raise UsageError(f"--set {shown(item, True)}: expected NAME=VALUE")
+        name = shown(name)
+        if len(text) > MAX_SET_CHARS:
+            raise UsageError(f"--set {name}: the value is longer than {MAX_SET_CHARS:,} "
+                             "characters")
+        # before YAML recurses into it: a deep nesting of brackets is refused unread
+        if _bracket_depth(text) > MAX_SET_DEPTH:
+            raise UsageError(f"--set {name}: the value is nested more than {MAX_SET_DEPTH} "
+                             "deep")
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
+        except RecursionError:  # block-style nesting the bracket count does not see
+            raise UsageError(f"--set {name}: the value is nested more than {MAX_SET_DEPTH} "
+                             "deep") from None
+        except ValueError as e:  # int(): more digits than Python converts; a bad date
+            if "digits" in str(e):
+                raise UsageError(f"--set {name}: the number is too large (limit "
+                                 f"{MAX_MAGNITUDE:.0e})") from None
+            raise UsageError(f"--set {name}: cannot read the value: {e}") from None
         _check_set_value(name, value)
         out[name] = value
     return out
 
 
+def _bracket_depth(text: str) -> int:
+    """The deepest nesting of ``[`` and ``{`` in ``text`` (quotes not considered: an
+    over-estimate only for a word full of brackets, which no var needs)."""
+    depth = deepest = 0
+    for c in text:
+        if c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 def _check_set_value(name: str, value: Any) -> None:
     """Numbers, words and (nested) lists of them; YAML aliases can make a list that
-    contains itself, or billions of elements from a few bytes: both refused."""
+    contains itself, or billions of elements from a few bytes: both refused. Numbers are
+    finite and bounded as an expression's values are."""
     todo, seen = [(value, 0)], 0
     while todo:
         v, depth = todo.pop()
         seen += 1
         if isinstance(v, dict | set):
             raise UsageError(f"--set {name}: a value is a number, a word or a list")
-        if depth > 32 or seen > 10_000:
+        if depth > MAX_SET_DEPTH or seen > 10_000:
             raise UsageError(f"--set {name}: the value is nested too deep or too large "
                              "(a recursive YAML alias?)")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"--set {name}: {v} is not a finite number")
+        if isinstance(v, int | float) and not isinstance(v, bool) and abs(v) > MAX_MAGNITUDE:
+            raise UsageError(f"--set {name}: the number is too large (limit "
+                             f"{MAX_MAGNITUDE:.0e})")
         if isinstance(v, list):
             todo.extend((x, depth + 1) for x in v)
 
 
 def load_graph(args: argparse.Namespace) -> Graph:
-    return load(args.spec, **parse_sets(args.sets))
+    sets = parse_sets(args.sets)
+    try:
+        return load(args.spec, **sets)
+    except (SpecError, SpecErrors) as err:
+        raise blame_sets(err, args.spec, sets, args.sets) from None
+
+
+def blame_sets(err: SpecError | SpecErrors, spec: str, sets: dict[str, Any],
+               given: list[str]) -> SpecError | SpecErrors:
+    """An error in a spec loaded with ``--set``: where the spec loads with its own values,
+    the ``--set`` values caused it (through however many vars, block args and
+    expressions), and the message says so — it keeps the position where the value was
+    used. Otherwise the error is the spec's own, unchanged."""
+    if not sets:
+        return err
+    try:
+        load(spec)
+    except NetspecError:
+        return err
+    blame = " — from " + " ".join(f"--set {shown(g.strip())}" for g in given)
+    errors = err.errors if isinstance(err, SpecErrors) else [err]
+    for e in errors:
+        e.message += blame
+    return SpecErrors(errors) if isinstance(err, SpecErrors) else err
 
 
 #: Building or training a network that needs more memory than this (weights, and the

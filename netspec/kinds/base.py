@@ -44,7 +44,8 @@ def _float_not_bool(v: Any) -> Any:
 Int = Annotated[int, BeforeValidator(_int_not_bool)]
 PosInt = Annotated[int, BeforeValidator(_int_not_bool), Field(ge=1)]
 NonNegInt = Annotated[int, BeforeValidator(_int_not_bool), Field(ge=0)]
-Float = Annotated[float, BeforeValidator(_float_not_bool)]
+#: every float option is finite: no option of any kind means anything at inf or nan
+Float = Annotated[float, BeforeValidator(_float_not_bool), Field(allow_inf_nan=False)]
 
 
 class ShapeError(ValueError):

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 from netspec.kinds.base import LayerArgs, Saved, Shape, ShapeError, fmt_shape, numel
 from netspec.kinds.conv import NonNegPair, Pair, pair
+
+
+def _sees_input(start: int, k: int, d: int, n: int) -> bool:
+    """Whether a window of k positions d apart from ``start`` touches [0, n): the same as
+    ``any(0 <= start + j * d < n for j in range(k))``, in O(1)."""
+    j = max(0, -(start // d))  # the first step at or past 0: ceil(-start / d)
+    return j < k and 0 <= start + j * d < n
 
 
 class WindowPool(LayerArgs):
@@ -46,9 +54,15 @@ class WindowPool(LayerArgs):
             # a dilated window can step over the input and see only padding: its max is
             # -inf in torch, and backends disagree on what follows. Only windows that
             # start in the left padding can (ceil mode drops any that start past the
-            # input), so the check is bounded by the padding, not the input's size
-            for i in range(min(o, -(-pi // si) + 1)):
-                if not any(0 <= i * si - pi + j * di < n for j in range(ki)):
+            # input), so the check is bounded by the padding, not the input's size. Each
+            # window is checked in O(1): its first position at or after 0 is the only
+            # candidate. That position's offset past 0, (start mod di), repeats every di
+            # windows, and the number of steps to reach it falls as i grows, so the first
+            # window in the padding that sees only padding is among the first di; the one
+            # after them starts at or past 0 and is checked as well
+            last = min(o, -(-pi // si) + 1)
+            for i in chain(range(min(last, di)), (last - 1,)):
+                if not _sees_input(i * si - pi, ki, di, n):
                     raise ShapeError(f"window {i} (dilation {di}, pad {pi}) sees only padding "
                                      f"of the {fmt_shape(inputs[0])} input", "pad")
             size.append(o)
