@@ -92,7 +92,7 @@ def run_images(args: argparse.Namespace, out: Path | None) -> int:
         if len(files) > MAX_ROWS:
             print(f"  … {len(files) - MAX_ROWS} more images")
     if out is not None:
-        save_arrays(out, y)
+        save_arrays(out, y, force=args.force)
         print(f"wrote {out}")
     if args.bench:
         print(runner.latency_text(x, args.bench))

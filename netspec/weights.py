@@ -48,13 +48,44 @@ def recorded_vars(metadata: dict[str, str]) -> dict[str, Any] | None:
     return values if isinstance(values, dict) else None
 
 
-def save_weights(path: str | Path, tensors: dict[str, np.ndarray],
-                 metadata: dict[str, str]) -> Path:
-    from safetensors.numpy import save_file
+#: numpy dtype → safetensors dtype name, for the files netspec writes itself
+_ST_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "int64": "I64",
+              "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
 
+
+def save_weights(path: str | Path, tensors: dict[str, np.ndarray],
+                 metadata: dict[str, str], force: bool = True) -> Path:
+    """Write a safetensors file into netspec's own temp file (atomic_write): the
+    library's save_file would make a temp file of its own beside the target."""
     # np.ascontiguousarray would turn a 0-d tensor (BN's step counter) into shape [1]
     arrays = {k: np.require(v, requirements='C') for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(arrays, str(tmp), metadata=metadata))
+    if any(a.dtype.name not in _ST_DTYPES for a in arrays.values()):
+        from safetensors.numpy import save
+
+        return atomic_write(path, save(arrays, metadata=metadata), force=force)
+    return atomic_write(path, lambda tmp: _write_safetensors(tmp, arrays, metadata),
+                        force=force)
+
+
+def _write_safetensors(tmp: Path, arrays: dict[str, np.ndarray],
+                       metadata: dict[str, str]) -> None:
+    """The safetensors format: a little-endian u64 header size, the JSON header (padded
+    with spaces to 8 bytes), then each tensor's little-endian bytes in header order."""
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    offset = 0
+    for name in sorted(arrays):
+        a = arrays[name]
+        header[name] = {"dtype": _ST_DTYPES[a.dtype.name], "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with tmp.open("wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for name in sorted(arrays):
+            a = arrays[name]
+            f.write(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -66,7 +97,12 @@ def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
     try:
         with safe_open(str(p), framework="numpy") as f:
             meta = f.metadata() or {}
-            return {k: f.get_tensor(k) for k in f.keys()}, meta
+            names = list(f.keys())
+            bf16 = {k for k in names if f.get_slice(k).get_dtype() == "BF16"}
+            tensors = {k: f.get_tensor(k) for k in names if k not in bf16}
+        if bf16:  # numpy has no bfloat16: read the bytes, widen to float32 (exact)
+            tensors.update(_read_bf16(p, bf16))
+        return {k: tensors[k] for k in names}, meta
     except (SafetensorError, OSError, ValueError) as e:
         try:
             with p.open("rb") as f:
@@ -79,6 +115,27 @@ def load_weights(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
                 "unpickles weights: convert it where you trust it, e.g. "
                 "safetensors.torch.save_file(model.state_dict(), 'w.safetensors')") from None
         raise UsageError(f"{p}: not a readable safetensors file ({e})") from None
+
+
+def _read_bf16(p: Path, names: set[str]) -> dict[str, np.ndarray]:
+    """bfloat16 tensors of a safetensors file (already validated by safe_open) as
+    float32: a bf16 number is the top half of the float32 with the same value."""
+    with p.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        out = {}
+        for k in sorted(names):
+            start, end = header[k]["data_offsets"]
+            f.seek(8 + size + start)
+            raw = np.frombuffer(f.read(end - start), dtype="<u2")
+            out[k] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(
+                header[k]["shape"])
+    return out
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
 
 
 def check_weights(graph: Graph, tensors: dict[str, np.ndarray], source: str) -> None:
@@ -101,3 +158,12 @@ def check_weights(graph: Graph, tensors: dict[str, np.ndarray], source: str) -> 
     if problems:
         raise UsageError(f"{source}: weights do not match spec '{graph.name}': "
                          + "; ".join(problems))
+    # values: floating point (an int8 or bool file is not trained weights), all finite
+    # (an Inf passes any relative tolerance, a NaN fails it without saying why)
+    ints = [f"{k} {tensors[k].dtype}" for k in want if tensors[k].dtype.kind != "f"]
+    if ints:
+        raise UsageError(f"{source}: weights must be floating point; "
+                         f"{_listed(ints)}")
+    bad = [k for k in want if not np.isfinite(tensors[k]).all()]
+    if bad:
+        raise UsageError(f"{source}: non-finite weights (NaN or Inf) in {_listed(bad)}")

@@ -135,6 +135,14 @@ SLOW_WRITER = textwrap.dedent("""
         time.sleep(600)
 
     os.fdopen, stn.save_file = fdopen, save_file
+    import netspec.weights as nw  # netspec writes safetensors into its own temp file
+    real_write = nw._write_safetensors
+
+    def write_safetensors(tmp, arrays, metadata):
+        real_write(tmp, arrays, metadata)
+        save_file(arrays, tmp, metadata)  # half of it, then wait to be killed
+
+    nw._write_safetensors = write_safetensors
     from netspec.cli import main
     sys.exit(main(sys.argv[1:]))
 """)

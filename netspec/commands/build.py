@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
                                   args.weights)
     check_size(graph, args.allow_large, args.spec)  # before torch allocates anything
     if args.output:
-        check_writable(args.output, force=args.force)  # refuse before the slow part
+        # refuse before the slow part
+        check_writable(args.output, force=args.force, inputs=[args.spec, args.weights])
 
     import torch  # only here: the other commands never load torch
 
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"forward [2, {fmt_shape(graph.input_shape)[1:]} → {shown} "
           f"in {elapsed:.2f} s (build + forward)")
     if args.output:
-        save_weights(args.output, state_dict_numpy(model), spec_metadata(graph))
+        save_weights(args.output, state_dict_numpy(model), spec_metadata(graph),
+                     force=args.force)
         what = f"the weights of {args.weights}" if args.weights else \
             f"initial weights (seed {args.seed})"
         print(f"saved {what} to {args.output}")

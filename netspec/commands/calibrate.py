@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from netspec.train.checkpoint import DATA_KEY
 
     graph = load_graph(args)
-    out = check_writable(args.output, force=args.force)
+    out = check_writable(args.output, force=args.force,
+                         inputs=[args.spec, args.weights, args.data, args.val_data])
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be 1 or more")
     if not any(n.args is not None and n.args.running_stats for n in graph.layers):
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
               "heldout_before": before, "heldout_after": after}
     metadata = {**meta, **spec_metadata(graph), BN_STATS_KEY: strategy,
                 "netspec.calibration": json.dumps(record, sort_keys=True)}
-    save_weights(out, state_dict_numpy(model), metadata)
+    save_weights(out, state_dict_numpy(model), metadata, force=args.force)
 
     print(f"calibrated {graph.name}'s batch norms on the {split} split of {args.data} "
           f"({info['samples']:,} samples, {info['passes']} passes)")

@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from netspec.backends.onnx.opset import DEFAULT_OPSET, check_opset
 
-    out = check_writable(args.output, args.force)  # before any work
+    out = check_writable(args.output, args.force,  # before any work
+                         inputs=[args.spec, args.weights, args.calibration_data])
     opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
     if args.tolerance is not None and not args.tolerance >= 0:
         raise UsageError(f"--tolerance {args.tolerance}: must be 0 or more")
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     checked = check_deploy_args(args, graph, opset, metadata)  # precision, size, data
     data, report, quant = export_model(args, checked, graph, weights, metadata, opset,
                                        args.tolerance)
-    atomic_write(out, data)
+    atomic_write(out, data, force=args.force)
 
     if args.format == "json":
         print(json.dumps({"output": str(out), "bytes": len(data), **report.to_dict(),

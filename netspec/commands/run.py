@@ -30,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--top", type=int, default=3, metavar="K",
                    help="classes printed per image (default 3)")
     p.add_argument("--output", metavar="Y.npy", help="save the output (numpy .npy)")
+    p.add_argument("--force", action="store_true", help="replace the output if it exists")
     p.add_argument("--bench", type=int, default=0, metavar="N",
                    help="also time N runs and print p50/p90/p99 latency")
     p.set_defaults(run=run)
@@ -37,17 +38,41 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def _load_input(path: str) -> object:
     import numpy as np
+    from numpy.lib import format as npformat
 
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{p}: no such input file")
-    with p.open("rb") as f:
-        if f.read(6) != b"\x93NUMPY":
-            raise UsageError(f"{p}: not a numpy .npy file (save the input with np.save)")
     try:
+        with p.open("rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise UsageError(f"{p}: not a numpy .npy file (save the input with np.save)")
+            f.seek(0)
+            # the header alone first: what it claims must be in the file, before numpy
+            # allocates it
+            version = npformat.read_magic(f)
+            read = npformat.read_array_header_1_0 if version == (1, 0) \
+                else npformat.read_array_header_2_0
+            shape, _, dtype = read(f)
+            data_bytes = p.stat().st_size - f.tell()
+        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if dtype.hasobject:
+            raise UsageError(f"{p}: holds Python objects (dtype {dtype}); netspec never "
+                             "unpickles: save a numeric array")
+        if need > data_bytes:
+            raise UsageError(f"{p}: its header claims shape {list(shape)} {dtype} "
+                             f"({need:,} bytes) but the file holds {data_bytes:,}")
         return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise UsageError(f"{p}: not a numpy .npy array ({e})") from None
+
+
+def _refuse_spec(model: str) -> None:
+    """``netspec run spec.yaml``: say what to do rather than a protobuf parse error."""
+    p = Path(model)
+    if p.suffix.lower() in (".yaml", ".yml"):
+        raise UsageError(f"{p}: this is a spec; export it first "
+                         f"(netspec export {p} -o model.onnx)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.bench < 0:
         raise UsageError("--bench must be 0 or more")
-    out = check_writable(args.output) if args.output else None
+    _refuse_spec(args.model)
+    out = check_writable(args.output, args.force, inputs=[args.model, args.input]) \
+        if args.output else None
     from netspec.image_run import is_image_input, run_images
 
     if is_image_input(args.input):  # the recorded preprocessing, top classes by name
@@ -67,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.input}: holds several arrays (.npz); save one with np.save")
     runner = OnnxRunner(args.model)
     if len(runner.output_names) > 1:
-        return _run_several(runner, x, out, args.bench)
+        return _run_several(runner, x, out, args.bench, args.force)
     y = runner(x)  # checks shape and dtype: a UsageError names what the model wants
     print(f"output {list(y.shape)} {y.dtype} ({runner.providers[0]})")
     if y.ndim == 2:
@@ -77,14 +104,15 @@ def run(args: argparse.Namespace) -> int:
         if len(y) > MAX_ROWS:
             print(f"  … {len(y) - MAX_ROWS} more samples")
     if out is not None:
-        save_arrays(out, y)
+        save_arrays(out, y, force=args.force)
         print(f"wrote {out}")
     if args.bench:
         print(runner.latency_text(x, args.bench))
     return 0
 
 
-def _run_several(runner: OnnxRunner, x: np.ndarray, out: Path | None, bench: int) -> int:
+def _run_several(runner: OnnxRunner, x: np.ndarray, out: Path | None, bench: int,
+                 force: bool) -> int:
     """A model with several outputs (a detector's feature maps): each by name; saved
     together as an .npz with one array per output."""
     if out is not None and out.suffix != ".npz":
@@ -94,7 +122,7 @@ def _run_several(runner: OnnxRunner, x: np.ndarray, out: Path | None, bench: int
     for name, y in ys.items():
         print(f"output {name} {list(y.shape)} {y.dtype} ({runner.providers[0]})")
     if out is not None:
-        save_arrays(out, ys)
+        save_arrays(out, ys, force=force)
         print(f"wrote {out}")
     if bench:
         print(runner.latency_text(x, bench))

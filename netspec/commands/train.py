@@ -127,8 +127,13 @@ def run(args: argparse.Namespace) -> int:
     # refuse before the slow part; continuing a run in its own checkpoint is no overwrite
     from netspec.train.checkpoint import DATA_KEY, state_path
 
-    check_writable(out, force=args.force or in_place)
-    check_writable(state_path(out), force=args.force or in_place)
+    # the spec, the data and a fine-tuning start are never outputs; the run being
+    # resumed is its own output (in_place) but never another file's
+    inputs = [args.spec, args.data, args.val_data, args.weights]
+    if resume is not None and not in_place:
+        inputs += [resume, state_path(resume)]
+    check_writable(out, force=args.force or in_place, inputs=inputs)
+    check_writable(state_path(out), force=args.force or in_place, inputs=inputs)
     if args.stop_after is not None and args.stop_after < 1:
         raise UsageError(f"--stop-after {args.stop_after}: must be 1 or more")
 

@@ -36,7 +36,8 @@ def run_import(args: argparse.Namespace) -> int:
     from netspec.weights import save_weights, spec_metadata
     from netspec.weights_import import import_metadata, pair, read_map, read_source
 
-    out = check_writable(args.output, args.force)  # before any work
+    out = check_writable(args.output, args.force,  # before any work
+                         inputs=[args.spec, args.source, args.map])
     graph = load_graph(args)
     renames = read_map(args.map) if args.map else None
     source, found_at = read_source(args.source)
@@ -44,6 +45,7 @@ def run_import(args: argparse.Namespace) -> int:
     for line in pairing.describe():
         print(line)
     save_weights(out, pairing.tensors, {**spec_metadata(graph),
-                                        **import_metadata(args.source, pairing)})
+                                        **import_metadata(args.source, pairing)},
+                 force=args.force)
     print(f"wrote {out} ({graph.name}, {len(pairing.tensors)} tensors)")
     return 0

@@ -11,6 +11,7 @@ joined, so every rank of a distributed run fails the same way at the same time.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ def load_npz_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{p}: no such data file (--data takes 'digits' or a .npz file)")
+    check_npz(p)
     try:
         # allow_pickle=False: an .npz may hold object arrays, which would unpickle code
         with np.load(p, allow_pickle=False) as z:
@@ -89,6 +91,43 @@ def load_npz_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise
     except (ValueError, OSError, EOFError) as e:
         raise UsageError(f"{p}: not a readable .npz file ({e})") from None
+
+
+#: the most an .npz may hold uncompressed (the sum of its members' sizes); at most
+#: half the machine's memory, too (``npz_limit``)
+MAX_NPZ_BYTES = 16 * 2**30
+
+
+def npz_limit() -> int:
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return MAX_NPZ_BYTES
+    return min(MAX_NPZ_BYTES, memory // 2) if memory > 0 else MAX_NPZ_BYTES
+
+
+def check_npz(p: Path, limit: int | None = None) -> None:
+    """An .npz is a zip: refuse anything else (an .npy, say) and, from the zip's own
+    headers and before anything is inflated, one that would inflate past ``limit``."""
+    import zipfile
+
+    limit = npz_limit() if limit is None else limit
+    try:
+        with p.open("rb") as f:
+            head = f.read(6)
+        if head == b"\x93NUMPY":
+            raise UsageError(f"{p}: a numpy .npy file, not an .npz; save the data with "
+                             "np.savez(path, x=…, y=…)")
+        if not zipfile.is_zipfile(p):
+            raise UsageError(f"{p}: not an .npz file (save the data with "
+                             "np.savez(path, x=…, y=…))")
+        with zipfile.ZipFile(p) as z:
+            total = sum(i.file_size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise UsageError(f"{p}: not a readable .npz file ({e})") from None
+    if total > limit:
+        raise UsageError(f"{p}: inflates to {total:,} bytes, over the {limit:,} netspec "
+                         "loads into memory; nothing was read")
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray, graph: Graph, where: str) -> Split:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -96,6 +97,11 @@ def check_config(cfg: TrainConfig, graph: Graph, device: torch.device, world: in
     if cfg.batch_size % world:
         raise UsageError(f"--batch-size {cfg.batch_size} is the global batch and must divide "
                          f"evenly among the {world} processes")
+    for flag, v in (("--lr", cfg.lr), ("--weight-decay", cfg.weight_decay),
+                    ("--warmup-epochs", cfg.warmup_epochs),
+                    ("--pretrained-lr-scale", cfg.pretrained_lr_scale)):
+        if not math.isfinite(v):
+            raise UsageError(f"{flag} {v}: must be a finite number")
     if not cfg.lr > 0:
         raise UsageError(f"--lr {cfg.lr}: must be above 0")
     if not cfg.weight_decay >= 0:

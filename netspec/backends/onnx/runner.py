@@ -37,11 +37,20 @@ class OnnxRunner:
             self.session = ort.InferenceSession(str(p), options, providers=providers)
         except Exception as e:  # onnxruntime raises its own classes for bad files
             raise UsageError(f"{p}: onnxruntime cannot load it ({e})") from None
-        (inp,) = self.session.get_inputs()
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            names = ", ".join(i.name for i in inputs) or "none"
+            raise UsageError(f"{p}: the model has {len(inputs)} inputs ({names}); "
+                             "netspec runs models with one input")
+        (inp,) = inputs
+        self.path = p
         self.input_name: str = inp.name
         #: dims as the model declares them: ints, or a name (``batch``) for dynamic ones
         self.input_shape: list[Any] = list(inp.shape)
-        self.input_dtype = np.dtype(_DTYPES.get(inp.type, np.float32))
+        if inp.type not in _DTYPES:
+            raise UsageError(f"{p}: the model's input {inp.name} is {inp.type}; netspec "
+                             f"runs models whose input is one of {', '.join(_DTYPES)}")
+        self.input_dtype = np.dtype(_DTYPES[inp.type])
         #: every output's name, in the model's order (a detector has several)
         self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
         self.output_name: str = self.output_names[0]
@@ -73,13 +82,22 @@ class OnnxRunner:
         """The first output (a classifier's or segmenter's only one)."""
         x = self.feedable(x)
         self.check(x)
-        return self.session.run([self.output_name], {self.input_name: x})[0]
+        return self._run([self.output_name], {self.input_name: x})[0]
+
+    def _run(self, names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
+        """``session.run``, with an onnxruntime failure as one line."""
+        try:
+            return self.session.run(names, feed)
+        except Exception as e:  # onnxruntime raises its own classes
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UsageError(f"{self.path}: onnxruntime failed running it ({first})") \
+                from None
 
     def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every output, by name, in the model's order."""
         x = self.feedable(x)
         self.check(x)
-        ys = self.session.run(None, {self.input_name: x})
+        ys = self._run(None, {self.input_name: x})
         return dict(zip(self.output_names, ys, strict=True))
 
     def latency_text(self, x: np.ndarray, runs: int) -> str:
@@ -93,11 +111,11 @@ class OnnxRunner:
         self.check(x)
         feed = {self.input_name: x}
         for _ in range(warmup):
-            self.session.run(None, feed)
+            self._run(None, feed)
         times = []
         for _ in range(runs):
             t = time.perf_counter()
-            self.session.run(None, feed)
+            self._run(None, feed)
             times.append((time.perf_counter() - t) * 1e3)
         p50, p90, p99 = np.percentile(times, [50, 90, 99])
         return {"p50": float(p50), "p90": float(p90), "p99": float(p99),
