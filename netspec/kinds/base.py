@@ -124,8 +124,8 @@ class LayerArgs(BaseModel):
     #: a linear map with a weight whose output channels are axis 0 (or 1 for
     #: conv_transpose) and a bias: per-channel scales (BN, layer scale) fold into it
     linear_map: ClassVar[bool] = False
-    #: its parameters hold fixed values (DFL's 0 … bins−1): counted, never trained; a
-    #: layer may feed no output only when it is such a holder of weights
+    #: its parameters hold fixed values (DFL's 0 … bins−1): counted, never trained; such
+    #: a layer may feed no output (held for its weights), a learned one may not
     fixed_params: ClassVar[bool] = False
     #: y = γ·x with γ per channel (layer scale): folds into the linear map before it
     channel_scale: ClassVar[bool] = False
