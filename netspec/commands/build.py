@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from netspec.commands.common import add_allow_large, add_spec_args, check_size, load_graph
+from netspec.commands.common import (
+    add_allow_large,
+    add_spec_args,
+    check_size,
+    load_graph,
+    load_graph_for_weights,
+)
 from netspec.io import check_writable
 from netspec.kinds import fmt_shape
 
@@ -33,13 +39,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     graph = load_graph(args)
     if args.weights:
-        from netspec.checkpoint_vars import graph_for_weights
-        from netspec.commands.common import parse_sets
         from netspec.weights import load_weights
 
         tensors, meta = load_weights(args.weights)
-        graph = graph_for_weights(args.spec, parse_sets(args.sets), tensors, meta,
-                                  args.weights)
+        graph = load_graph_for_weights(args, tensors, meta, args.weights)
     check_size(graph, args.allow_large, args.spec)  # before torch allocates anything
     if args.output:
         # refuse before the slow part

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from netspec.commands.common import add_spec_args, load_graph
+from netspec.commands.common import add_spec_args, load_graph, load_graph_for_weights
 from netspec.errors import UsageError
 from netspec.io import check_writable
 
@@ -57,13 +57,11 @@ def run(args: argparse.Namespace) -> int:
     if distributed.env_world()[0] > 1:
         raise UsageError("calibrate runs in one process; start it without torchrun")
 
-    from netspec.checkpoint_vars import graph_for_weights
-    from netspec.commands.common import parse_sets
     from netspec.weights import load_weights
 
     tensors, meta = load_weights(args.weights)
     # the vars the checkpoint was trained with, when the spec is its own (a note says so)
-    graph = graph_for_weights(args.spec, parse_sets(args.sets), tensors, meta, args.weights)
+    graph = load_graph_for_weights(args, tensors, meta, args.weights)
     try:
         recorded = json.loads(meta.get(DATA_KEY, "{}"))
     except ValueError:

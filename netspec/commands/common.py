@@ -101,6 +101,19 @@ def load_graph(args: argparse.Namespace) -> Graph:
         raise blame_sets(err, args.spec, sets, args.sets) from None
 
 
+def load_graph_for_weights(args: argparse.Namespace, tensors: dict[str, Any],
+                           metadata: dict[str, str], source: str) -> Graph:
+    """The spec's Graph as the weights were made (their recorded vars; see
+    netspec.checkpoint_vars), with a bad ``--set`` blamed on ``--set``."""
+    from netspec.checkpoint_vars import graph_for_weights
+
+    sets = parse_sets(args.sets)
+    try:
+        return graph_for_weights(args.spec, sets, tensors, metadata, source)
+    except (SpecError, SpecErrors) as err:
+        raise blame_sets(err, args.spec, sets, args.sets) from None
+
+
 def blame_sets(err: SpecError | SpecErrors, spec: str, sets: dict[str, Any],
                given: list[str]) -> SpecError | SpecErrors:
     """An error in a spec loaded with ``--set``: where the spec loads with its own values,

@@ -7,7 +7,13 @@ import argparse
 import json
 import sys
 
-from netspec.commands.common import add_allow_large, add_spec_args, check_size, load_graph
+from netspec.commands.common import (
+    add_allow_large,
+    add_spec_args,
+    check_size,
+    load_graph,
+    load_graph_for_weights,
+)
 from netspec.commands.export_deploy import (
     add_deploy_args,
     check_deploy_args,
@@ -66,14 +72,11 @@ def run(args: argparse.Namespace) -> int:
 
     weights = metadata = None
     if args.weights:
-        from netspec.checkpoint_vars import graph_for_weights
-        from netspec.commands.common import parse_sets
         from netspec.weights import SHA_KEY, load_weights
 
         weights, metadata = load_weights(args.weights)
         # the vars the weights were made with, when the spec is theirs (a note says so)
-        graph = graph_for_weights(args.spec, parse_sets(args.sets), weights, metadata,
-                                  args.weights)
+        graph = load_graph_for_weights(args, weights, metadata, args.weights)
         if metadata.get(SHA_KEY, graph.spec_sha256) != graph.spec_sha256:
             print(f"note: {args.weights} was saved from a different text of the spec "
                   f"(sha256 {metadata[SHA_KEY][:12]}…, this one {graph.spec_sha256[:12]}…); "

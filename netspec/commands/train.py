@@ -11,7 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from netspec.commands.common import add_allow_large, add_spec_args, check_size, load_graph
+from netspec.commands.common import (
+    add_allow_large,
+    add_spec_args,
+    check_size,
+    load_graph,
+    load_graph_for_weights,
+)
 from netspec.commands.train_args import (
     add_finetune_args,
     add_image_args,
@@ -138,8 +144,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--stop-after {args.stop_after}: must be 1 or more")
 
     # torch only from here on: the other commands never load it
-    from netspec.checkpoint_vars import graph_for_weights
-    from netspec.commands.common import parse_sets
     from netspec.train import distributed
     from netspec.train.checkpoint import load_state
     from netspec.train.data import load_data
@@ -155,8 +159,7 @@ def run(args: argparse.Namespace) -> int:
         tensors, meta = load_weights(resume)
         resumed_data = json.loads(meta.get(DATA_KEY, "{}"))
         # the vars the run was started with, when the spec is the same (a note says so)
-        graph = graph_for_weights(args.spec, parse_sets(args.sets), tensors, meta,
-                                  str(resume))
+        graph = load_graph_for_weights(args, tensors, meta, str(resume))
     elif args.epochs is None:
         raise UsageError("--epochs is required (unless --resume gives it)")
     settings = _settings(args, resumed_cfg if resume is not None else None)
