@@ -210,14 +210,20 @@ def test_ctrl_c_typed_during_a_command_stops_the_caller(
         return 0
 
     monkeypatch.setattr(v, "run", typed)
-    with pytest.raises(KeyboardInterrupt):
-        main(["validate", RESNET18])
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    # as the netspec program (no argv given: sys.argv), Ctrl-C ends it with status 130
-    monkeypatch.setattr("sys.argv", ["netspec", "validate", RESNET18])
-    assert main() == 130
-    assert capsys.readouterr().err == "netspec: interrupted\n"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's handler, as in a terminal: a test run started as a background job
+    # inherits SIGINT ignored, and then no Ctrl-C could reach it at all
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            main(["validate", RESNET18])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # as the netspec program (no argv given: sys.argv), Ctrl-C ends it with status 130
+        monkeypatch.setattr("sys.argv", ["netspec", "validate", RESNET18])
+        assert main() == 130
+        assert capsys.readouterr().err == "netspec: interrupted\n"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_hypothesis_runs_the_same_examples_everywhere() -> None:
