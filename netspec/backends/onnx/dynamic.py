@@ -54,8 +54,11 @@ def size_dependent(graph: Graph) -> set[str]:
         if node.op == "flatten":
             users = consumers.get(node.name, [])
             # the layer that needs exactly C·H·W features (linear, norm…), if one does
-            fixer = graph[users[0]] if len(users) == 1 and graph[users[0]].op not in (
-                "flatten", "dropout", "drop_path") else node
+            nxt = graph[users[0]] if len(users) == 1 else None
+            # a flatten or a training-only layer (gone at inference) passes the count on
+            passes = nxt is not None and (nxt.op == "flatten" or (
+                nxt.args is not None and nxt.args.training_only))
+            fixer = nxt if nxt is not None and not passes else node
             c, h, w = graph[node.inputs[0]].shape
             raise _refuse(fixer, f"takes the {c}·{h}·{w} = {c * h * w:,} features that "
                           f"flatten '{node.name}' makes of a [{c}, H, W] map, a number fixed "
