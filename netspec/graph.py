@@ -99,14 +99,7 @@ class Graph:
     def live(self) -> set[str]:
         """The nodes some output depends on; the rest hold weights nobody computes with
         (a detection head's fixed DFL weights, before decoding)."""
-        seen = set(self.outputs)
-        stack = list(self.outputs)
-        while stack:
-            for i in self.nodes[stack.pop()].inputs:
-                if i not in seen:
-                    seen.add(i)
-                    stack.append(i)
-        return seen
+        return live_nodes(self.nodes, self.outputs)
 
     def registration(self) -> list[Node]:
         """Every layer in the order its tensors register (state_dict order)."""
@@ -199,3 +192,15 @@ class Graph:
     def params(self) -> Counts:
         """Parameters, trainable parameters, buffer values and MACs (netspec/count.py)."""
         return count(self)
+
+
+def live_nodes(nodes: dict[str, Node], outputs: tuple[str, ...]) -> set[str]:
+    """The nodes ``outputs`` depend on (resolve asks before the Graph exists)."""
+    seen = set(outputs)
+    stack = list(outputs)
+    while stack:
+        for i in nodes[stack.pop()].inputs:
+            if i not in seen:
+                seen.add(i)
+                stack.append(i)
+    return seen

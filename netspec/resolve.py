@@ -36,7 +36,7 @@ from netspec.entries import Entry, op_class, parse_entry, unknown_kind
 from netspec.entries import describe as _describe
 from netspec.entries import shown as _shown
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
-from netspec.graph import INPUT, Graph, Node, Scope
+from netspec.graph import INPUT, Graph, Node, Scope, live_nodes
 from netspec.kinds import NORM_KINDS, LayerArgs, Shape, ShapeError
 from netspec.kinds.base import fmt_shape
 from netspec.kinds.split import Split
@@ -145,10 +145,7 @@ class Resolver:
         learn — a mistake, refused; fixed weights (a DFL kept while the outputs are
         before decoding) are held; a layer without weights (the unused half of a split)
         is simply left out."""
-        live = set(outputs)
-        for node in reversed(list(self.nodes.values())):
-            if node.name in live:
-                live.update(node.inputs)
+        live = live_nodes(self.nodes, outputs)
         for node in list(self.nodes.values()):
             if node.name in live or node.op == INPUT or node.args is None:
                 continue
@@ -255,10 +252,15 @@ class Resolver:
         return x
 
     def entry(self, raw: Any, path: Path, ctx: Ctx, x: str) -> str:
+        """One entry of a layer list; the range of nodes it makes is recorded for
+        ``register_before`` (its own, and an earlier sibling's it names)."""
         e = self.parse_entry(raw, path)
         start = len(self.nodes)
         before = self._register_before(e, ctx)
-        out = self._entry(e, ctx, x)
+        as_name = self._as_name(e, ctx)
+        out = self._expand(e, ctx, x, as_name)
+        if as_name:
+            ctx.spans[as_name] = (start, len(self.nodes))
         if before is not None and len(self.nodes) > start:
             self.moves.append(((start, len(self.nodes)), before))
         return out
@@ -281,14 +283,6 @@ class Resolver:
             raise SpecError(f"register_before: '{ref}' has no layers to register before",
                             self.doc.pos(where))
         return span[0]
-
-    def _entry(self, e: Entry, ctx: Ctx, x: str) -> str:
-        start = len(self.nodes)
-        as_name = self._as_name(e, ctx)
-        out = self._expand(e, ctx, x, as_name)
-        if as_name:
-            ctx.spans[as_name] = (start, len(self.nodes))
-        return out
 
     def _expand(self, e: Entry, ctx: Ctx, x: str, as_name: str | None) -> str:
         repeat = self._repeat(e, ctx)

@@ -103,7 +103,8 @@ def _register_in_order(model: nn.Module, root: nn.Module, graph: Graph) -> None:
     Install the layers it never calls (weights held for their own sake) and, where the
     spec registers a layer elsewhere (a block's own layer scale first), put each
     container's children back in registration order, so state_dicts follow the Graph."""
-    dead = [n for n in graph.layers if n.op in MODULES and n.name not in graph.live()]
+    live = graph.live()
+    dead = [n for n in graph.layers if n.op in MODULES and n.name not in live]
     for node in dead:
         model.add_submodule(node.name, root.get_submodule(node.name))
     if graph.register_order is None and not dead:
