@@ -172,18 +172,24 @@ def load_source(source: str, graph: Graph) -> Split:
     return check_arrays(x, y, graph, source)
 
 
-def split_heldout(data: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
-    """A seeded random split: the same seed and fraction give the same held-out samples
-    on every rank and in ``calibrate``, which re-creates it from the checkpoint."""
-    if fraction == 0:
-        return data, None
-    n = len(data)
+def heldout_indices(n: int, fraction: float, seed: int, flag: str = "--val-fraction",
+                    what: str = "samples") -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) indices of a seeded random split, each in order: the same
+    seed and fraction give the same held-out samples on every rank and in ``calibrate``,
+    which re-creates the split from the checkpoint."""
     n_val = round(n * fraction)
     if n_val < 1 or n - n_val < 1:
-        raise UsageError(f"--val-fraction {fraction}: leaves {n - n_val} of {n} samples for "
+        raise UsageError(f"{flag} {fraction}: leaves {n - n_val} of {n} {what} for "
                          f"training and {n_val} held out; both need at least 1")
     order = np.random.default_rng(seed).permutation(n)
-    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def split_heldout(data: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+    """A seeded random split of arrays (see ``heldout_indices``)."""
+    if fraction == 0:
+        return data, None
+    train, val = heldout_indices(len(data), fraction, seed)
     return Split(data.x[train], data.y[train]), Split(data.x[val], data.y[val])
 
 

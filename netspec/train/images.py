@@ -41,7 +41,7 @@ from netspec.preprocess import (
     open_image,
     require_pillow,
 )
-from netspec.train.data import Data, Split
+from netspec.train.data import Data, Split, heldout_indices
 
 #: unreadable files named in the error before "and N more"
 SHOWN = 3
@@ -442,14 +442,10 @@ def load_image_data(graph: Graph, root: str | Path, options: ImageOptions, *,
         "augment": {"random_resized_crop": options.random_resized_crop,
                     "hflip": options.hflip}}
     if val_samples is None and val_fraction > 0:
-        n = len(samples)
-        n_val = round(n * val_fraction)
-        if n_val < 1 or n - n_val < 1:
-            raise UsageError(f"--val-split {val_fraction}: leaves {n - n_val} of {n} images "
-                             f"for training and {n_val} held out; both need at least 1")
-        order = np.random.default_rng(seed).permutation(n)
-        val_samples = [samples[i] for i in sorted(order[:n_val])]
-        samples = [samples[i] for i in sorted(order[n_val:])]
+        train, val = heldout_indices(len(samples), val_fraction, seed, "--val-split",
+                                     "images")
+        val_samples = [samples[i] for i in val]
+        samples = [samples[i] for i in train]
     elif val_samples is not None:
         source["val_folder"] = str(r / "val")  # found again from --data on resume
         source["val_fraction"] = 0.0
