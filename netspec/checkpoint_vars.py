@@ -31,13 +31,15 @@ def _differing(recorded: dict[str, Any], graph: Graph) -> dict[str, Any]:
 
 
 def graph_for_weights(spec: str | Path, sets: dict[str, Any], tensors: dict[str, np.ndarray],
-                      metadata: dict[str, str], source: str, *, quiet: bool = False) -> Graph:
+                      metadata: dict[str, str], source: str, *, quiet: bool = False,
+                      loaded: Graph | None = None) -> Graph:
     """The Graph of ``spec`` that the weights were made for, with their tensors checked.
 
     Without ``sets``, and when ``metadata`` says the weights come from this very spec
     text, the vars recorded in them are used. Either way a mismatch is one line naming
-    the recorded vars when they differ from the spec's."""
-    graph = load(spec, **sets)
+    the recorded vars when they differ from the spec's. ``loaded``: ``spec`` already
+    resolved with ``sets`` (not resolved again unless the recorded vars differ)."""
+    graph = loaded if loaded is not None else load(spec, **sets)
     recorded = recorded_vars(metadata)
     if recorded:
         differ = _differing(recorded, graph)

@@ -143,6 +143,15 @@ SLOW_WRITER = textwrap.dedent("""
         save_file(arrays, tmp, metadata)  # half of it, then wait to be killed
 
     nw._write_safetensors = write_safetensors
+    import netspec.backends.onnx.wire as wire  # an ONNX file is written in pieces
+
+    def write_onnx(self, path):
+        data = self.tobytes()
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2]); f.flush()
+        time.sleep(600)
+
+    wire.OnnxFile.write = write_onnx
     from netspec.cli import main
     sys.exit(main(sys.argv[1:]))
 """)

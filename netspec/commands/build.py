@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         from netspec.weights import load_weights
 
         tensors, meta = load_weights(args.weights)
-        graph = load_graph_for_weights(args, tensors, meta, args.weights)
+        graph = load_graph_for_weights(args, tensors, meta, args.weights, graph)
     check_size(graph, args.allow_large, args.spec)  # before torch allocates anything
     if args.output:
         # refuse before the slow part

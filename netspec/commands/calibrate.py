@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     tensors, meta = load_weights(args.weights)
     # the vars the checkpoint was trained with, when the spec is its own (a note says so)
-    graph = load_graph_for_weights(args, tensors, meta, args.weights)
+    graph = load_graph_for_weights(args, tensors, meta, args.weights, graph)
     try:
         recorded = json.loads(meta.get(DATA_KEY, "{}"))
     except ValueError:

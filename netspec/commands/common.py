@@ -102,14 +102,17 @@ def load_graph(args: argparse.Namespace) -> Graph:
 
 
 def load_graph_for_weights(args: argparse.Namespace, tensors: dict[str, Any],
-                           metadata: dict[str, str], source: str) -> Graph:
+                           metadata: dict[str, str], source: str,
+                           loaded: Graph | None = None) -> Graph:
     """The spec's Graph as the weights were made (their recorded vars; see
-    netspec.checkpoint_vars), with a bad ``--set`` blamed on ``--set``."""
+    netspec.checkpoint_vars), with a bad ``--set`` blamed on ``--set``. ``loaded``: the
+    Graph :func:`load_graph` already gave for ``args``, resolved again only when the
+    weights' vars differ."""
     from netspec.checkpoint_vars import graph_for_weights
 
     sets = parse_sets(args.sets)
     try:
-        return graph_for_weights(args.spec, sets, tensors, metadata, source)
+        return graph_for_weights(args.spec, sets, tensors, metadata, source, loaded=loaded)
     except (SpecError, SpecErrors) as err:
         raise blame_sets(err, args.spec, sets, args.sets) from None
 

@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         name, help="export to ONNX (BatchNorm folded, dropout removed), checked against torch",
         description="Write an ONNX model for onnxruntime straight from the spec and its "
         "weights: every BatchNorm folded into a neighbouring conv/linear or into one "
-        "per-channel Mul+Add, every dropout gone. The file passes onnx's full checker; "
+        "per-channel Mul+Add, every dropout gone. The model passes onnx's full checker "
+        "(structure, types and inferred shapes); "
         "unless --no-verify, onnxruntime and the torch module (eval mode) must agree on "
         "random inputs within --tolerance, else nothing is written (exit 1).")
     add_spec_args(p)
@@ -76,24 +77,26 @@ def run(args: argparse.Namespace) -> int:
 
         weights, metadata = load_weights(args.weights)
         # the vars the weights were made with, when the spec is theirs (a note says so)
-        graph = load_graph_for_weights(args, weights, metadata, args.weights)
+        graph = load_graph_for_weights(args, weights, metadata, args.weights, graph)
         if metadata.get(SHA_KEY, graph.spec_sha256) != graph.spec_sha256:
             print(f"note: {args.weights} was saved from a different text of the spec "
                   f"(sha256 {metadata[SHA_KEY][:12]}…, this one {graph.spec_sha256[:12]}…); "
                   "the tensors match it", file=sys.stderr)
 
     checked = check_deploy_args(args, graph, opset, metadata)  # precision, size, data
-    data, report, quant = export_model(args, checked, graph, weights, metadata, opset,
+    file, report, quant = export_model(args, checked, graph, weights, metadata, opset,
                                        args.tolerance)
-    atomic_write(out, data, force=args.force)
+    # the fp32/fp16 file is written from its pieces, never joined into one bytes object
+    size = len(file) if isinstance(file, bytes) else file.size
+    atomic_write(out, file if isinstance(file, bytes) else file.write, force=args.force)
 
     if args.format == "json":
-        print(json.dumps({"output": str(out), "bytes": len(data), **report.to_dict(),
+        print(json.dumps({"output": str(out), "bytes": size, **report.to_dict(),
                           "int8": quant.to_dict() if quant else None}, indent=2))
         return 0
     print(f"{out}: {graph.name}, opset {opset}, {report.onnx_nodes} ONNX nodes, "
           f"{report.exported_params:,} weights ({report.params:,} in the spec), "
-          f"{len(data) / 1e6:.1f} MB")
+          f"{size / 1e6:.1f} MB")
     print(report.summary)
     for line in describe(report, quant, args.report):
         print(line)

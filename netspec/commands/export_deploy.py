@@ -92,22 +92,23 @@ def _training_split(metadata: dict[str, str], source: str | None, seed: int
 
 def export_model(args: argparse.Namespace, checked: Checked, graph: Graph,
                  weights: dict[str, np.ndarray] | None, metadata: dict[str, str] | None,
-                 opset: int, tolerance: float | None) -> tuple[bytes, Any, Any]:
-    """(the file's bytes, the ExportReport, the int8 QuantReport or None)."""
-    from netspec.backends.onnx.export import export_onnx_bytes
+                 opset: int, tolerance: float | None) -> tuple[Any, Any, Any]:
+    """(the file: an OnnxFile, or the int8 model's bytes; the ExportReport; the int8
+    QuantReport or None)."""
+    from netspec.backends.onnx.export import export_onnx_file
 
     fp16 = checked.precision == "fp16"
-    _, data, report = export_onnx_bytes(
+    file, report = export_onnx_file(
         graph, weights, opset=opset, seed=args.seed, verify=not args.no_verify,
         tolerance=tolerance, metadata=metadata, precision="fp16" if fp16 else "fp32",
         io_dtype=checked.io_dtype, dynamic=args.dynamic_size)
     if checked.precision != "int8":
-        return data, report, None
+        return file, report, None
     import onnx
 
     from netspec.backends.onnx.quantize import quantize_int8
 
-    data, quant = quantize_int8(data, graph, checked.calibration,
+    data, quant = quantize_int8(file.tobytes(), graph, checked.calibration,
                                 method=args.calibration_method, max_drop=args.max_drop)
     report.precision = "int8"
     report.onnx_nodes = len(onnx.load_from_string(data).graph.node)

@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         tensors, meta = load_weights(resume)
         resumed_data = json.loads(meta.get(DATA_KEY, "{}"))
         # the vars the run was started with, when the spec is the same (a note says so)
-        graph = load_graph_for_weights(args, tensors, meta, str(resume))
+        graph = load_graph_for_weights(args, tensors, meta, str(resume), graph)
     elif args.epochs is None:
         raise UsageError("--epochs is required (unless --resume gives it)")
     settings = _settings(args, resumed_cfg if resume is not None else None)

@@ -17,6 +17,7 @@ import numpy as np
 from onnx import ModelProto, NodeProto, TensorProto, helper
 
 from netspec.backends.onnx.fold import Plan
+from netspec.backends.onnx.wire import little_endian
 from netspec.graph import INPUT, Graph, Node
 
 
@@ -36,11 +37,13 @@ class Builder:
         #: the tensor the first layers read: the input, or its half-precision cast
         self.input_tensor = f"{INPUT}/half" if cast_io else INPUT
         self.nodes: list[NodeProto] = []
-        #: tensors are written straight into the model's graph: make_graph and make_model
-        #: would copy every weight twice more
+        #: nodes and initializers' names, types and shapes are written straight into the
+        #: model's graph (make_graph and make_model would copy them)
         self.model = ModelProto()
         self.proto = self.model.graph
         self.initializers: dict[str, TensorProto] = {}
+        #: each initializer's data, written into the file as it is (wire.OnnxFile)
+        self.arrays: dict[str, np.ndarray] = {}
         #: groups of nodes one operator serves (the parts of a split), once emitted
         self.emitted: set[str] = set()
         #: the node carrying each output's value after folding → the output's name
@@ -102,13 +105,13 @@ class Builder:
         unless ``dtype`` says otherwise; returns its name."""
         if name in self.initializers:
             raise AssertionError(f"initializer {name} emitted twice")
-        array = np.ascontiguousarray(np.asarray(value, dtype=dtype or self.float_dtype))
-        t = self.proto.initializer.add()
+        array = little_endian(np.asarray(value, dtype=dtype or self.float_dtype))
+        t = self.proto.initializer.add()  # its data stays in the array (wire.py)
         t.name = name
         t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
         t.dims.extend(array.shape)
-        t.raw_data = array.tobytes()
         self.initializers[name] = t
+        self.arrays[name] = array
         return name
 
     def param(self, node: Node, key: str) -> str | None:

@@ -1,4 +1,4 @@
-"""``export_onnx``: a Graph and its numpy weights → a checked ONNX ModelProto.
+"""``export_onnx``: a Graph and its numpy weights → a checked ONNX model.
 
 The model is written operator by operator from the Graph (emitters.py) after the
 folding pass (fold.py), not traced through torch: exporting from a weights file needs
@@ -24,6 +24,7 @@ from netspec.backends.onnx.fold import FoldEntry, plan_folds, summarize
 from netspec.backends.onnx.opset import DEFAULT_OPSET, check_opset
 from netspec.backends.onnx.precision import NUMPY, ONNX, TOLERANCE, check_precision
 from netspec.backends.onnx.verify import Verification, VerificationError
+from netspec.backends.onnx.wire import OnnxFile
 from netspec.errors import UsageError
 from netspec.graph import INPUT, Graph
 from netspec.weights import check_weights, spec_metadata
@@ -93,7 +94,7 @@ def _model(graph: Graph, b: Builder, metadata: dict[str, str], io_dtype: str = "
 
 def emit(graph: Graph, weights: dict[str, np.ndarray], opset: int, *,
          precision: str = "fp32", io_dtype: str = "fp32", dynamic: bool = False
-         ) -> tuple[onnx.ModelProto, list[FoldEntry], int]:
+         ) -> tuple[OnnxFile, list[FoldEntry], int]:
     """Fold, emit, assemble (no metadata, no check): the model, the fold report, and
     the number of float constants. ``precision`` fp32 or fp16 (int8 is quantize.py's,
     from the fp32 model); ``dynamic``: symbolic H, W (SpecError where a layer fixes them)."""
@@ -106,7 +107,7 @@ def emit(graph: Graph, weights: dict[str, np.ndarray], opset: int, *,
         if node.name not in plan.alias and node.name in live:
             EMITTERS[node.op](b, node)
     b.finish_outputs()  # an output the folds made the input, or made another output
-    model = _model(graph, b, {}, io_dtype, dep)
+    model = OnnxFile(_model(graph, b, {}, io_dtype, dep), b.arrays)
     n_float = sum(int(np.prod(t.dims)) for t in b.initializers.values()
                   if t.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16))
     return model, plan.report, n_float
@@ -130,26 +131,36 @@ def export_onnx(graph: Graph | str | Path, weights: dict[str, np.ndarray] | None
                 verify_batches: tuple[int, ...] = (1, 3), precision: str = "fp32",
                 io_dtype: str | None = None, dynamic: bool = False
                 ) -> tuple[onnx.ModelProto, ExportReport]:
-    """Export a Graph (or a spec path) to ONNX: see :func:`export_onnx_bytes`."""
-    model, _, report = export_onnx_bytes(
+    """Export a Graph (or a spec path) to ONNX: the ModelProto (weights in it) and the
+    report; see :func:`export_onnx_file`."""
+    file, report = export_onnx_file(
         graph, weights, opset=opset, seed=seed, verify=verify, tolerance=tolerance,
         metadata=metadata, verify_batches=verify_batches, precision=precision,
         io_dtype=io_dtype, dynamic=dynamic)
-    return model, report
+    return file.model(), report
 
 
 def export_onnx_bytes(graph: Graph | str | Path, weights: dict[str, np.ndarray] | None = None,
-                      *, opset: int = DEFAULT_OPSET, seed: int = 0, verify: bool = True,
-                      tolerance: float | None = None, metadata: dict[str, str] | None = None,
-                      verify_batches: tuple[int, ...] = (1, 3), precision: str = "fp32",
-                      io_dtype: str | None = None, dynamic: bool = False
-                      ) -> tuple[onnx.ModelProto, bytes, ExportReport]:
-    """Export a Graph (or a spec path) to ONNX.
+                      **options: Any) -> tuple[onnx.ModelProto, bytes, ExportReport]:
+    """:func:`export_onnx_file` as (the ModelProto, the file's bytes, the report)."""
+    file, report = export_onnx_file(graph, weights, **options)
+    data = file.tobytes()
+    return onnx.ModelProto.FromString(data), data, report
+
+
+def export_onnx_file(graph: Graph | str | Path, weights: dict[str, np.ndarray] | None = None,
+                     *, opset: int = DEFAULT_OPSET, seed: int = 0, verify: bool = True,
+                     tolerance: float | None = None, metadata: dict[str, str] | None = None,
+                     verify_batches: tuple[int, ...] = (1, 3), precision: str = "fp32",
+                     io_dtype: str | None = None, dynamic: bool = False
+                     ) -> tuple[OnnxFile, ExportReport]:
+    """Export a Graph (or a spec path) to ONNX: the file, still in pieces (wire.py:
+    ``write`` it, or take ``tobytes()``), and the report.
 
     ``weights`` are numpy arrays by state_dict name (netspec.weights.load_weights); without
     them the torch backend's initialisation for ``seed`` is used (imports torch).
     ``metadata`` is the weights file's metadata (its ``netspec.bn_stats`` is kept).
-    The model always passes ``onnx.checker.check_model(full_check=True)``. With
+    The model always passes onnx's full checker (on its structure: wire.py). With
     ``verify``, onnxruntime and torch (eval mode) run the same random inputs at each
     batch size in ``verify_batches``; a difference above ``tolerance`` (absolute, or
     relative to the output's scale when that is above 1) raises VerificationError.
@@ -179,7 +190,7 @@ def export_onnx_bytes(graph: Graph | str | Path, weights: dict[str, np.ndarray] 
     else:
         check_weights(graph, weights, "weights")
 
-    model, folds, n_float = emit(graph, weights, opset, precision=precision, io_dtype=io,
+    file, folds, n_float = emit(graph, weights, opset, precision=precision, io_dtype=io,
                                  dynamic=dynamic)
     counts = graph.params()
     axes = dynamic_axes(graph, dynamic)
@@ -196,26 +207,24 @@ def export_onnx_bytes(graph: Graph | str | Path, weights: dict[str, np.ndarray] 
     for key in (BN_STATS_KEY, "netspec.preprocess", "netspec.class_names"):
         if metadata and key in metadata:
             props[key] = metadata[key]
-    helper.set_model_props(model, props)
-
-    data = model.SerializeToString()
-    if len(data) > MAX_PROTO_BYTES:
-        raise UsageError(f"{graph.name}: the model is {len(data) / 1e9:.1f} GB, over ONNX's "
+    helper.set_model_props(file.skeleton, props)
+    if file.size > MAX_PROTO_BYTES:
+        raise UsageError(f"{graph.name}: the model is {file.size / 1e9:.1f} GB, over ONNX's "
                          "2 GB limit for one file")
-    onnx.checker.check_model(data, full_check=True)
+    file.check()
 
     report = ExportReport(graph.name, opset, folds, summarize(folds, graph), counts.params,
-                          n_float, len(model.graph.node), metadata=props,
+                          n_float, len(file.skeleton.graph.node), metadata=props,
                           precision=precision, io_dtype=io, dynamic_axes=axes)
     if verify:
         from netspec.backends.onnx.verify import verify as run_verify
 
         sizes = (graph.input_shape, dyn.second_size(graph)) if dynamic else None
-        report.verification = run_verify(data, graph, weights, tolerance=tolerance,
+        report.verification = run_verify(file.tobytes(), graph, weights, tolerance=tolerance,
                                          batches=verify_batches, seed=seed, sizes=sizes)
         v = report.verification
         if not v.ok:
             raise VerificationError(
                 f"{graph.name}: onnxruntime and torch disagree: max abs difference "
                 f"{v.max_abs:.3g} (relative {v.max_rel:.3g}) over tolerance {tolerance:g}")
-    return model, data, report
+    return file, report
