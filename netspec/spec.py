@@ -6,8 +6,6 @@ defaults and block arguments, so each layer is validated against its kind's mode
 (netspec.kinds) during resolve, where those are known.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal

@@ -7,8 +7,6 @@ backend keeps one entry per op in its own map; tests/test_kinds_registry.py chec
 none is missing.
 """
 
-from __future__ import annotations
-
 import importlib
 import pkgutil
 

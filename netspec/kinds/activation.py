@@ -1,8 +1,6 @@
 """Element-wise activations (and softmax over channels): shape unchanged; only PReLU
 owns parameters (its slopes)."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import Literal
 

@@ -15,8 +15,6 @@ it (``REGISTRY``); netspec/kinds/__init__.py imports every module of this packag
 - ``macs``: multiply-accumulates per sample.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,8 +77,12 @@ class Saved:
     extra: tuple[tuple[int, int | None, bool], ...] = ()
 
 
+# No ``from __future__ import annotations`` in netspec/kinds or spec.py: pydantic would
+# compile and evaluate every annotation string of every kind (and of LayerArgs, once per
+# subclass) at import, a tenth of `netspec params`'s own time.
+
 #: every layer kind by its Graph op name, filled as the kind classes are defined
-REGISTRY: dict[str, type[LayerArgs]] = {}
+REGISTRY: "dict[str, type[LayerArgs]]" = {}
 
 
 class LayerArgs(BaseModel):

@@ -1,7 +1,5 @@
 """Convolutions: ``conv`` and its decoder twin ``conv_transpose`` (2-D, [C, H, W])."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 from pydantic import ValidationInfo, field_validator

@@ -6,8 +6,6 @@ are fixed: counted as parameters (Ultralytics registers them as a frozen 1×1 co
 trained.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 from pydantic import Field

@@ -6,8 +6,6 @@
 At inference, after either, dropout itself is gone.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import Literal
 
@@ -35,7 +33,7 @@ class Dropout(LayerArgs):
     scaling: Literal["inverted", "classic"] = "inverted"
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> Dropout:
+    def _exactly_one(self) -> "Dropout":
         if (self.drop is None) == (self.keep is None):
             raise ValueError("give exactly one of drop or keep")
         return self
@@ -83,7 +81,7 @@ class DropPath(LayerArgs):
         return "stochastic depth is the identity at inference"
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> DropPath:
+    def _exactly_one(self) -> "DropPath":
         if (self.drop is None) == (self.keep is None):
             raise ValueError("give exactly one of drop or keep")
         return self

@@ -1,7 +1,5 @@
 """Fully connected layer over a [F] feature vector."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import Literal
 

@@ -1,8 +1,6 @@
 """Merging tensors: the current one with named earlier ones (long skips, gates), and
 the merges residual, dense and parallel blocks produce. Concatenation is along C."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 from pydantic import Field

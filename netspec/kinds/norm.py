@@ -10,8 +10,6 @@ each kind is its own Graph op because each averages over different axes:
 γ starts at 1 and δ at 0; netspec.param_groups keeps both out of weight decay.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import Any, Literal
 

@@ -1,7 +1,5 @@
 """Pooling: windows (max, avg), to a fixed size (adaptive), or to 1×1 (global)."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from itertools import chain
 

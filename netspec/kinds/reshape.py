@@ -1,7 +1,5 @@
 """Layers that change the layout, not the values: flatten, upsample, channel shuffle."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 from typing import Literal

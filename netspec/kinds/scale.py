@@ -1,8 +1,6 @@
 """Layer scale (Touvron et al., 2021; ConvNeXt): y = γ·x with a learned γ per channel,
 started small (1e-6) so a residual body begins near the identity."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 from pydantic import Field

@@ -5,8 +5,6 @@ op ``split`` with the same options; each node knows its part by ``index``. After
 the current tensor is the last part.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 
 from pydantic import PrivateAttr, model_validator
@@ -28,7 +26,7 @@ class Split(LayerArgs):
     _index: int = PrivateAttr(default=-1)
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> Split:
+    def _exactly_one(self) -> "Split":
         if (self.parts is None) == (self.sizes is None):
             raise ValueError("give exactly one of parts or sizes")
         if self.sizes is not None and not self.sizes:
@@ -40,7 +38,7 @@ class Split(LayerArgs):
         """Which part this node is (the last one until resolve says otherwise)."""
         return self._index
 
-    def part(self, i: int) -> Split:
+    def part(self, i: int) -> "Split":
         """These options as the node of part ``i``."""
         node = self.model_copy()
         node._index = i
