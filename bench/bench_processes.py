@@ -64,6 +64,11 @@ def main() -> None:
     args = ap.parse_args()
 
     py = sys.executable
+    # an installed package's modules are compiled once, when pip installs it; a checkout
+    # run with PYTHONDONTWRITEBYTECODE (as on these machines) would compile netspec's
+    # edited modules from source in every process, while torch's came precompiled
+    subprocess.run([py, "-m", "compileall", "-q", "netspec", "tests"], check=True,
+                   stdout=subprocess.DEVNULL, cwd=ROOT)
     count = pair([py, "-m", "netspec", "params", str(SPEC)], [py, "-c", TORCH_COUNT],
                  args.repeats)
     with tempfile.TemporaryDirectory() as d:
