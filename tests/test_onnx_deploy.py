@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from strategies import ALL_KINDS, SingleLayer, single_layer_specs
 from test_onnx_export import OP_CASES, spec, torch_eval, trained
 
 import netspec
@@ -22,6 +23,7 @@ from netspec.backends.onnx import opset as ops
 from netspec.backends.onnx.export import export_onnx
 from netspec.backends.onnx.fold import bn_affine
 from netspec.cli import main
+from netspec.kinds import FAMILIES
 from netspec.weights import save_weights, spec_metadata
 
 torch = pytest.importorskip("torch")
@@ -277,6 +279,34 @@ def test_dynamic_model_equals_torch_at_any_size(h: int, w: int, case: str) -> No
         outs = session(model).run(None, {"input": x})
         for ours, ref in zip(outs, torch_eval(graph, weights, x), strict=True):
             assert rel_diff(ours, ref) < 1e-4
+
+
+RANK3_KINDS = tuple(k for k in ALL_KINDS if k != "linear"  # drawn on [F] inputs only
+                    and any(3 in c.ranks for c in FAMILIES[k].values()))
+
+
+@pytest.mark.parametrize("kind", RANK3_KINDS)
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.large_base_example])
+@given(data=st.data())
+def test_a_kind_that_keeps_the_size_is_right_at_another(kind: str,
+                                                        data: st.DataObject) -> None:
+    """Whatever a kind's ``symbolic_size`` lets through, exported with a symbolic H, W,
+    equals torch at the spec's size and at twice it (export's own check, against the
+    torch module built at that size); what it refuses is refused at that layer."""
+    layer = data.draw(single_layer_specs((kind,)))
+    graph = netspec.loads(layer.text)
+    if len(graph.input_shape) != 3:
+        event("input [F]")
+        return
+    try:
+        export_onnx(graph, trained(graph), dynamic=True, verify=True)
+        event("exported")
+    except netspec.SpecError as e:
+        event("refused")
+        assert e.message.startswith("--dynamic-size: ") and any(
+            f"'{n.name}'" in e.message for n in graph.layers), e.message
 
 
 # ------------------------------------------------------------------ fp16

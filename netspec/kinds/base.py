@@ -81,6 +81,9 @@ class Saved:
 # compile and evaluate every annotation string of every kind (and of LayerArgs, once per
 # subclass) at import, a tenth of `netspec params`'s own time.
 
+#: :meth:`LayerArgs.symbolic_size`'s two answers that are not a refusal
+KEEPS_SIZE, ENDS_SIZE = "keeps the size", "ends the size"
+
 #: every layer kind by its Graph op name, filled as the kind classes are defined
 REGISTRY: "dict[str, type[LayerArgs]]" = {}
 
@@ -176,6 +179,13 @@ class LayerArgs(BaseModel):
     def registers_first(self) -> bool:
         """Whether its tensors register before the rest of its scope's (see LayerScale)."""
         return False
+
+    def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
+        """Export with a symbolic input height and width (``--dynamic-size``), for a layer
+        that reads a map whose H, W follow the input's: ``KEEPS_SIZE`` (its output's do
+        too), ``ENDS_SIZE`` (its output no longer depends on them: a global pool), or,
+        in words, why this layer would bake the spec's size into the model."""
+        return KEEPS_SIZE
 
     def inference_factor(self) -> float:
         """For a ``training_only`` kind: what it multiplies by at inference."""

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from netspec.kinds.base import (
+    KEEPS_SIZE,
     Float,
     LayerArgs,
     PosInt,
@@ -115,6 +116,11 @@ class LayerNorm(_Norm):
             return {}
         shape = x if self.affine == "element" and self.over != "channels" else (x[0],)
         return {"weight": shape, "bias": shape}
+
+    def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
+        if self.affine == "element" and len(out) == 3:
+            return f"has per-element γ, δ shaped {list(out)}, the spec's size"
+        return KEEPS_SIZE
 
 
 class InstanceNorm(_Norm):

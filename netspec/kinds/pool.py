@@ -3,7 +3,16 @@
 from collections.abc import Sequence
 from itertools import chain
 
-from netspec.kinds.base import LayerArgs, Saved, Shape, ShapeError, fmt_shape, numel
+from netspec.kinds.base import (
+    ENDS_SIZE,
+    KEEPS_SIZE,
+    LayerArgs,
+    Saved,
+    Shape,
+    ShapeError,
+    fmt_shape,
+    numel,
+)
 from netspec.kinds.conv import NonNegPair, Pair, pair
 
 
@@ -66,6 +75,16 @@ class WindowPool(LayerArgs):
             size.append(o)
         return (c, size[0], size[1])
 
+    def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
+        # a last window that can start in the right padding at some size: torch drops
+        # it, ONNX's ceil_mode keeps it; at a fixed size the emitter knows which applies
+        k, s, p, d = pair(self.k), self.strides, pair(self.pad), self._dilation()
+        if self.ceil and any(si + pi > di * (ki - 1) + 1
+                             for ki, si, pi, di in zip(k, s, p, d, strict=True)):
+            return ("is a ceil-mode pool whose last window can start in the padding at some "
+                    "sizes (torch drops it, ONNX keeps it)")
+        return KEEPS_SIZE
+
 
 class MaxPool(WindowPool):
     op = "maxpool"
@@ -105,6 +124,12 @@ class AdaptiveAvgPool(LayerArgs):
         c, _, _ = self.check_input(inputs)
         return (c, *pair(self.size))
 
+    def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
+        if tuple(out[1:]) == (1, 1):
+            return ENDS_SIZE
+        return (f"averages windows computed from the spec's size to give {list(out[1:])}; "
+                "only an adaptive pool to 1 (or a global pool) works at any size")
+
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
         # to a size of 1 torch takes the mean, whose backward needs no tensor
         return Saved(inputs=()) if tuple(pair(self.size)) == (1, 1) else Saved()
@@ -118,6 +143,9 @@ class GlobalAvgPool(LayerArgs):
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         c, _, _ = self.check_input(inputs)
         return (c, 1, 1)
+
+    def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
+        return ENDS_SIZE
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
         return Saved(inputs=())  # a mean: its backward needs no tensor

@@ -18,6 +18,11 @@ class Flatten(LayerArgs):
         (x,) = inputs
         return (math.prod(x),)
 
+    def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
+        c, h, w = inputs[0]
+        return (f"makes {c}·{h}·{w} features of a [{c}, H, W] map, a number fixed by the "
+                "spec's size")
+
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
         return Saved(inputs=())
 

@@ -2,17 +2,14 @@
 size an export is verified at.
 
 A layer's output is *size-dependent* when its spatial axes follow the input's H, W.
-Convolutions, pools, upsampling, norms over channels and element-wise layers keep that
-and need nothing of the size; a global pool (or an adaptive pool to 1×1) ends it. A
-spec is refused at the first layer that would bake the spec's size into the model:
-
-- a flatten of a size-dependent [C, H, W]: the feature count C·H·W is the spec's; the
-  error names the layer that then needs exactly that many (linear, norm), or the flatten;
-- an adaptive pool to anything but 1×1: its windows are computed from the spec's H×W;
-- a layer norm with per-element γ, δ over [C, H, W]: γ is shaped like the spec's size;
-- a ceil-mode pool whose last window may start in the right padding at some size
-  (stride + pad > dilated kernel): torch drops that window, ONNX's ceil_mode keeps it,
-  and at a fixed size the emitter can tell which applies, with a symbolic one it cannot.
+Each kind says what it does with such an input (``LayerArgs.symbolic_size``):
+convolutions, pools, upsampling, norms over channels and element-wise layers keep the
+dependence and need nothing of the size; a global pool (or an adaptive pool to 1×1)
+ends it; the rest give the reason they would bake the spec's size into the model (a
+flatten's feature count C·H·W, an adaptive pool's windows, per-element γ, a ceil-mode
+pool that may drop a window at some sizes). A spec is refused at the first such layer —
+or, where a layer made a flat vector of the map, at the layer that then needs exactly
+that many features (a linear, a norm: the one holding weights of that size).
 """
 
 from __future__ import annotations
@@ -21,14 +18,9 @@ from typing import Any
 
 from netspec.errors import SpecError
 from netspec.graph import INPUT, Graph, Node
-from netspec.kinds.conv import pair
+from netspec.kinds.base import ENDS_SIZE, KEEPS_SIZE
 
 HEIGHT, WIDTH = "height", "width"
-
-
-def _refuse(node: Node, why: str) -> SpecError:
-    return SpecError(f"--dynamic-size: {node.op} '{node.name}' {why}; export this spec "
-                     "at a fixed size (without --dynamic-size)", node.pos)
 
 
 def size_dependent(graph: Graph) -> set[str]:
@@ -43,40 +35,36 @@ def size_dependent(graph: Graph) -> set[str]:
     for node in graph.layers:
         if node.name not in live or not any(i in dep for i in node.inputs):
             continue
-        a: Any = node.args
-        if node.op == "global_avgpool" or (node.op == "adaptive_avgpool"
-                                           and tuple(node.shape[1:]) == (1, 1)):
+        assert node.args is not None
+        rule = node.args.symbolic_size(graph.input_shapes(node), node.shape)
+        if rule == ENDS_SIZE:
             continue
-        if node.op == "adaptive_avgpool":
-            raise _refuse(node, f"averages windows computed from the spec's size to give "
-                          f"{list(node.shape[1:])}; only an adaptive pool to 1 (or a global "
-                          "pool) works at any size")
-        if node.op == "flatten":
-            users = consumers.get(node.name, [])
-            # the layer that needs exactly C·H·W features (linear, norm…), if one does
-            nxt = graph[users[0]] if len(users) == 1 else None
-            # a flatten or a training-only layer (gone at inference) passes the count on
-            passes = nxt is not None and (nxt.op == "flatten" or (
-                nxt.args is not None and nxt.args.training_only))
-            fixer = nxt if nxt is not None and not passes else node
-            c, h, w = graph[node.inputs[0]].shape
-            raise _refuse(fixer, f"takes the {c}·{h}·{w} = {c * h * w:,} features that "
-                          f"flatten '{node.name}' makes of a [{c}, H, W] map, a number fixed "
-                          "by the spec's size (a global pool before the flatten would free it)"
-                          if fixer is not node else
-                          f"makes {c}·{h}·{w} features of a [{c}, H, W] map, a number fixed "
-                          "by the spec's size")
-        if node.op == "layernorm" and len(node.shape) == 3 and a.affine == "element":
-            raise _refuse(node, f"has per-element γ, δ shaped {list(node.shape)}, the spec's "
-                          "size")
-        if node.op in ("maxpool", "avgpool") and a.ceil:
-            k, s, p = pair(a.k), a.strides, pair(a.pad)
-            d = a._dilation()
-            if any(si + pi > di * (ki - 1) + 1 for ki, si, pi, di in zip(k, s, p, d, strict=True)):
-                raise _refuse(node, "is a ceil-mode pool whose last window can start in the "
-                              "padding at some sizes (torch drops it, ONNX keeps it)")
+        if rule != KEEPS_SIZE:
+            user = _needs_the_count(graph, node, consumers) if len(node.shape) == 1 else None
+            if user is None:
+                raise _refuse(node, rule)
+            raise _refuse(user, f"takes exactly the {node.shape[0]:,} features of {node.op} "
+                          f"'{node.name}', which {rule} (a global pool before the "
+                          f"{node.op} would free it)")
         dep.add(node.name)
     return dep
+
+
+def _needs_the_count(graph: Graph, flat: Node, consumers: dict[str, list[str]]
+                     ) -> Node | None:
+    """The layer to blame for ``flat``'s size-fixed vector: its one reader when that has
+    weights sized by it (a linear, a norm), else None (``flat`` is)."""
+    users = consumers.get(flat.name, [])
+    if len(users) != 1:
+        return None
+    nxt = graph[users[0]]
+    assert nxt.args is not None
+    return nxt if nxt.args.param_shapes(graph.input_shapes(nxt)) else None
+
+
+def _refuse(node: Node, why: str) -> SpecError:
+    return SpecError(f"--dynamic-size: {node.op} '{node.name}' {why}; export this spec "
+                     "at a fixed size (without --dynamic-size)", node.pos)
 
 
 def second_size(graph: Graph) -> tuple[int, ...]:
