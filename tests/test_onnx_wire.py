@@ -11,7 +11,7 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto
+from onnx import TensorProto, helper
 from strategies import spec_texts
 
 import netspec
@@ -154,3 +154,53 @@ def test_probe_infers_the_shapes_the_whole_model_does(name: str) -> None:
         {v.name: v.type for v in whole.graph.value_info}
     moved = {v.name for v in probe.graph.input} - {v.name for v in whole.graph.input}
     assert moved and moved <= set(file.arrays)
+
+
+def _one_add(ir: int = 9, inputs: tuple[str, ...] = ("x",), n: int = 2048) -> OnnxFile:
+    """x + W, W an initializer of n floats (large enough to become a probe input)."""
+    vi = [helper.make_tensor_value_info(i, TensorProto.FLOAT, [1, n]) for i in inputs]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "W"], ["y"])], "g", vi, [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              ir_version=ir)
+    t = model.graph.initializer.add()
+    t.name, t.data_type = "W", TensorProto.FLOAT
+    t.dims.extend([1, n])
+    return OnnxFile(model, {"W": np.ones((1, n), np.float32)})
+
+
+def test_check_agrees_with_the_whole_file_checker_on_initializer_rules() -> None:
+    """IR 3 wants every initializer listed as a graph input; from IR 4 an initializer
+    may also be an input (its default). The probe must not change either verdict."""
+    for file, ok in [(_one_add(ir=3), False), (_one_add(ir=3, inputs=("x", "W")), True),
+                     (_one_add(inputs=("x", "W")), True), (_one_add(), True)]:
+        try:
+            onnx.checker.check_model(file.tobytes(), full_check=True)
+            whole = True
+        except onnx.checker.ValidationError:
+            whole = False
+        assert whole is ok
+        if ok:
+            file.check()
+        else:
+            with pytest.raises(onnx.checker.ValidationError, match="not in graph input"):
+                file.check()
+
+
+def test_an_array_changed_after_the_export_is_checked_again() -> None:
+    file = _one_add()
+    file.arrays["W"] = np.ones((1, 2000), np.float32)  # dims still say 2048
+    for use in (file.check, file.tobytes):
+        with pytest.raises(AssertionError, match="does not fill"):
+            use()
+
+
+def test_a_skeleton_initializer_holds_no_values() -> None:
+    """float_data (or any value field) beside the array would give the file two values
+    for one tensor, which onnx's checker refuses: refused before that."""
+    file = _one_add()
+    file.skeleton.graph.initializer[0].float_data.append(1.0)
+    with pytest.raises(AssertionError, match="float_data"):
+        file.tobytes()
+    with pytest.raises(onnx.checker.ValidationError, match="one and only one"):
+        onnx.checker.check_model(filled(file).SerializeToString(), full_check=True)

@@ -108,7 +108,7 @@ class Builder:
         array = little_endian(np.asarray(value, dtype=dtype or self.float_dtype))
         t = self.proto.initializer.add()  # its data stays in the array (wire.py)
         t.name = name
-        t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype.newbyteorder("="))
         t.dims.extend(array.shape)
         self.initializers[name] = t
         self.arrays[name] = array

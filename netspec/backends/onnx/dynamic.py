@@ -9,7 +9,7 @@ ends it; the rest give the reason they would bake the spec's size into the model
 flatten's feature count C·H·W, an adaptive pool's windows, per-element γ, a ceil-mode
 pool that may drop a window at some sizes). A spec is refused at the first such layer —
 or, where a layer made a flat vector of the map, at the layer that then needs exactly
-that many features (a linear, a norm: the one holding weights of that size).
+that many features (a linear, a norm: the one holding tensors of that size).
 """
 
 from __future__ import annotations
@@ -52,14 +52,17 @@ def size_dependent(graph: Graph) -> set[str]:
 
 def _needs_the_count(graph: Graph, flat: Node, consumers: dict[str, list[str]]
                      ) -> Node | None:
-    """The layer to blame for ``flat``'s size-fixed vector: its one reader when that has
-    weights sized by it (a linear, a norm), else None (``flat`` is)."""
+    """The layer to blame for ``flat``'s size-fixed vector: its one reader when that
+    holds tensors sized by the count (a linear's weight, a norm's γ or running mean),
+    else None (``flat`` is)."""
     users = consumers.get(flat.name, [])
     if len(users) != 1:
         return None
     nxt = graph[users[0]]
     assert nxt.args is not None
-    return nxt if nxt.args.param_shapes(graph.input_shapes(nxt)) else None
+    inputs = graph.input_shapes(nxt)
+    owned = {**nxt.args.param_shapes(inputs), **nxt.args.buffer_shapes(inputs)}
+    return nxt if any(flat.shape[0] in shape for shape in owned.values()) else None
 
 
 def _refuse(node: Node, why: str) -> SpecError:

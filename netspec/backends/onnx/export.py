@@ -155,7 +155,8 @@ def export_onnx_file(graph: Graph | str | Path, weights: dict[str, np.ndarray] |
                      io_dtype: str | None = None, dynamic: bool = False
                      ) -> tuple[OnnxFile, ExportReport]:
     """Export a Graph (or a spec path) to ONNX: the file, still in pieces (wire.py:
-    ``write`` it, or take ``tobytes()``), and the report.
+    ``write`` it, or take ``tobytes()``; its unfolded weights are views of ``weights``
+    until then), and the report.
 
     ``weights`` are numpy arrays by state_dict name (netspec.weights.load_weights); without
     them the torch backend's initialisation for ``seed`` is used (imports torch).

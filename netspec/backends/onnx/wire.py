@@ -17,6 +17,7 @@ and checked here again.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,8 @@ _LEN = 2  # protobuf's wire type of a length-delimited field
 
 #: weights at least this large are checked as typed inputs (see the module's note)
 CHECK_AS_INPUT_BYTES = 4096
+#: what a skeleton's initializer holds; its data are the array
+_SKELETON_FIELDS = {"dims", "data_type", "name"}
 _FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
 
 
@@ -72,25 +75,38 @@ def _split(message: ModelProto | GraphProto, number: int) -> tuple[bytes, bytes]
 class OnnxFile:
     """A model whose initializers' data are numpy arrays, not yet in the message.
 
-    ``skeleton``: the ModelProto, each initializer with name, type and dims but no data;
-    ``arrays``: each initializer's data by name (C-contiguous, little-endian)."""
+    ``skeleton``: the ModelProto, each initializer with its name, type and dims only;
+    ``arrays``: each initializer's data by name (C-contiguous, little-endian). The bytes
+    are encoded from both as they are when asked for, and checked against each other
+    then: an array changed after the export changes the file (``export_onnx_file``
+    returns views of the weights it was given, not copies)."""
 
     def __init__(self, skeleton: ModelProto, arrays: dict[str, np.ndarray]) -> None:
         self.skeleton = skeleton
         self.arrays = arrays
-        for t in skeleton.graph.initializer:
-            a = arrays[t.name]
-            if any(fd.number >= TENSOR_RAW_DATA for fd, _ in t.ListFields()):
-                raise AssertionError(f"initializer {t.name}: data (or a field after it) "
-                                     "in the skeleton")
+        self._check_fill()
+
+    def _check_fill(self) -> None:
+        """Every initializer is a name, a type and dims in the skeleton, and an array in
+        ONNX's layout that fills exactly that."""
+        for t in self.skeleton.graph.initializer:
+            stray = [fd.name for fd, _ in t.ListFields() if fd.name not in _SKELETON_FIELDS]
+            if stray:
+                raise AssertionError(f"initializer {t.name}: {', '.join(stray)} in the "
+                                     "skeleton (its data belong in the array)")
+            a = self.arrays[t.name]
+            if not a.flags.c_contiguous or _big_endian(a.dtype):
+                raise AssertionError(f"initializer {t.name}: the array is not C-contiguous "
+                                     "little-endian")
             if tuple(t.dims) != a.shape or \
-                    helper.np_dtype_to_tensor_dtype(a.dtype) != t.data_type:
+                    helper.np_dtype_to_tensor_dtype(a.dtype.newbyteorder("=")) != t.data_type:
                 raise AssertionError(f"initializer {t.name}: {a.dtype}{list(a.shape)} does "
                                      f"not fill {list(t.dims)} of type {t.data_type}")
 
     def parts(self) -> list[bytes | memoryview]:
         """The file's bytes, in order; the weights as views of their arrays, not copies.
         Encoded from the skeleton as it is now (export sets the metadata after emitting)."""
+        self._check_fill()
         model_head, model_tail = _split(self.skeleton, MODEL_GRAPH)
         graph_head, graph_tail = _split(self.skeleton.graph, GRAPH_INITIALIZER)
         tensors: list[bytes | memoryview] = []
@@ -125,6 +141,12 @@ class OnnxFile:
     def check(self) -> None:
         """onnx's full checker on the structure (see the module's note); raises
         onnx.checker.ValidationError or onnx.shape_inference.InferenceError."""
+        self._check_fill()
+        if self.skeleton.ir_version < 4:
+            # before IR 4 every initializer must also be a graph input, which the probe's
+            # moved weights would satisfy by construction: check the whole model
+            onnx.checker.check_model(self.tobytes(), full_check=True)
+            return
         onnx.checker.check_model(self.probe(), full_check=True)
 
     def probe(self) -> ModelProto:
@@ -133,8 +155,10 @@ class OnnxFile:
         probe = ModelProto()
         probe.CopyFrom(self.skeleton)
         kept = []
+        inputs = {v.name for v in probe.graph.input}
         for t in probe.graph.initializer:
-            if t.data_type in _FLOATS and self.arrays[t.name].nbytes >= CHECK_AS_INPUT_BYTES:
+            if t.data_type in _FLOATS and self.arrays[t.name].nbytes >= CHECK_AS_INPUT_BYTES \
+                    and t.name not in inputs:  # an input's default value stays as it is
                 probe.graph.input.append(
                     helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
             else:
@@ -147,9 +171,13 @@ class OnnxFile:
         return probe
 
 
+def _big_endian(dtype: np.dtype) -> bool:
+    return dtype.byteorder == ">" or (dtype.byteorder == "=" and sys.byteorder == "big")
+
+
 def little_endian(array: np.ndarray) -> np.ndarray:
     """``array`` C-contiguous in ONNX's byte order (little-endian) — a copy only when
     it is not already."""
-    dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    dtype = array.dtype.newbyteorder("<") if _big_endian(array.dtype) else array.dtype
     return np.ascontiguousarray(array, dtype=dtype)
 
