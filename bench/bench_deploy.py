@@ -107,7 +107,7 @@ def bench_latency(name: str, runs: int, threads: int, tmp: Path) -> list[str]:
     import torch
 
     import netspec
-    from netspec.backends.onnx.export import export_onnx_bytes
+    from netspec.backends.onnx.export import export_onnx_file
     from netspec.backends.onnx.quantize import load_calibration, quantize_int8
     from netspec.backends.torch import state_dict_numpy
 
@@ -119,7 +119,7 @@ def bench_latency(name: str, runs: int, threads: int, tmp: Path) -> list[str]:
         data = load_calibration(graph, "random")
     files = {k: tmp / f"{name}.{k}.onnx" for k in ("ours32", "ours8", "torch32", "torch8",
                                                      "s8s8")}
-    _, fp32, _ = export_onnx_bytes(graph, weights, verify=False)
+    fp32 = export_onnx_file(graph, weights, verify=False)[0].tobytes()
     files["ours32"].write_bytes(fp32)
     int8, _ = quantize_int8(fp32, graph, data, method="minmax")
     files["ours8"].write_bytes(int8)
@@ -141,7 +141,7 @@ def bench_digits(weights: Path | None, tmp: Path) -> list[str]:
     import torch
 
     import netspec
-    from netspec.backends.onnx.export import export_onnx_bytes
+    from netspec.backends.onnx.export import export_onnx_file
     from netspec.backends.onnx.quantize import load_calibration, quantize_int8
     from netspec.backends.torch import load_weights_into
     from netspec.train.data import load_data
@@ -157,8 +157,8 @@ def bench_digits(weights: Path | None, tmp: Path) -> list[str]:
     w, _ = load_weights(weights)
     files = {k: tmp / f"digits.{k}.onnx" for k in ("fp32", "fp16", "int8", "torch32",
                                                    "torch8")}
-    files["fp32"].write_bytes(export_onnx_bytes(graph, w)[1])
-    files["fp16"].write_bytes(export_onnx_bytes(graph, w, precision="fp16")[1])
+    export_onnx_file(graph, w)[0].write(files["fp32"])
+    export_onnx_file(graph, w, precision="fp16")[0].write(files["fp16"])
     calib = load_calibration(graph, "digits")
     files["int8"].write_bytes(quantize_int8(files["fp32"].read_bytes(), graph, calib)[0])
     model = netspec.build(graph).eval()

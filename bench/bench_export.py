@@ -1,6 +1,6 @@
 """ONNX export measured against torch's own exporter, as ratios in one run.
 
-(a) export step, in one process: netspec ``export_onnx_bytes(verify=False)`` + writing the
+(a) export step, in one process: netspec ``export_onnx_file(verify=False)`` + writing the
     file, vs ``torch.onnx.export`` of the same built module with the same weights (the
     default exporter, torch.export-based, needs onnxscript: ``pip install onnxscript``;
     the legacy TorchScript exporter is timed too, for reference). Goal: ≥ 10× faster.
@@ -85,7 +85,7 @@ def bench_model(name: str, repeats: int, runs: int, tmp: Path) -> list[tuple[str
     import torch
 
     import netspec
-    from netspec.backends.onnx.export import export_onnx_bytes
+    from netspec.backends.onnx.export import export_onnx_file
     from netspec.backends.torch import state_dict_numpy
     from netspec.weights import save_weights, spec_metadata
 
@@ -101,8 +101,7 @@ def bench_model(name: str, repeats: int, runs: int, tmp: Path) -> list[tuple[str
                                         ("netspec", "dynamo", "legacy"))
 
     def ours() -> None:
-        _, data, _ = export_onnx_bytes(graph, weights, verify=False)
-        ours_file.write_bytes(data)
+        export_onnx_file(graph, weights, verify=False)[0].write(ours_file)
 
     # (a) in process; one untimed round first (imports, torch.export's caches)
     ours()

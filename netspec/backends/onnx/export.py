@@ -140,14 +140,6 @@ def export_onnx(graph: Graph | str | Path, weights: dict[str, np.ndarray] | None
     return file.model(), report
 
 
-def export_onnx_bytes(graph: Graph | str | Path, weights: dict[str, np.ndarray] | None = None,
-                      **options: Any) -> tuple[onnx.ModelProto, bytes, ExportReport]:
-    """:func:`export_onnx_file` as (the ModelProto, the file's bytes, the report)."""
-    file, report = export_onnx_file(graph, weights, **options)
-    data = file.tobytes()
-    return onnx.ModelProto.FromString(data), data, report
-
-
 def export_onnx_file(graph: Graph | str | Path, weights: dict[str, np.ndarray] | None = None,
                      *, opset: int = DEFAULT_OPSET, seed: int = 0, verify: bool = True,
                      tolerance: float | None = None, metadata: dict[str, str] | None = None,
@@ -172,7 +164,7 @@ def export_onnx_file(graph: Graph | str | Path, weights: dict[str, np.ndarray] |
     at twice it.
     """
     if precision == "int8":
-        raise UsageError("export_onnx_bytes writes fp32 or fp16; int8 is "
+        raise UsageError("export_onnx_file writes fp32 or fp16; int8 is "
                          "netspec.backends.onnx.quantize.quantize_int8 of the fp32 model")
     io = check_precision(precision, io_dtype)
     if tolerance is None:
