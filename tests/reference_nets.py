@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
+from reference_ops import Conv2dNormActivation, make_divisible
 from torch import Tensor, nn
 
 __all__ = [
@@ -350,42 +352,8 @@ def densenet121(num_classes: int = 1000) -> DenseNet:
 # --------------------------------------------------------------------------- MobileNetV2
 
 
-def _make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
-    """Round ``v`` to the nearest multiple of ``divisor`` without dropping below 90% of it."""
-    if min_value is None:
-        min_value = divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
-
-
-class Conv2dNormActivation(nn.Sequential):
-    """Conv (no bias) + BatchNorm + ReLU6, registered as Sequential children 0, 1, 2."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        groups: int = 1,
-    ) -> None:
-        padding = (kernel_size - 1) // 2
-        super().__init__(
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride,
-                padding,
-                groups=groups,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU6(inplace=True),
-        )
-        self.out_channels = out_channels
+#: MobileNetV2's conv blocks: BatchNorm and ReLU6, as its builder passes them
+ConvBNReLU6 = partial(Conv2dNormActivation, activation_layer=nn.ReLU6)
 
 
 class InvertedResidual(nn.Module):
@@ -401,11 +369,11 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             # pointwise expansion
-            layers.append(Conv2dNormActivation(inp, hidden_dim, kernel_size=1))
+            layers.append(ConvBNReLU6(inp, hidden_dim, kernel_size=1))
         layers.extend(
             [
                 # depthwise
-                Conv2dNormActivation(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim),
+                ConvBNReLU6(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim),
                 # pointwise-linear projection
                 nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),
                 nn.BatchNorm2d(oup),
@@ -442,16 +410,16 @@ class MobileNetV2(nn.Module):
             [6, 320, 1, 1],
         ]
 
-        input_channel = _make_divisible(input_channel * width_mult, round_nearest)
-        self.last_channel = _make_divisible(last_channel * max(1.0, width_mult), round_nearest)
-        features: list[nn.Module] = [Conv2dNormActivation(3, input_channel, stride=2)]
+        input_channel = make_divisible(input_channel * width_mult, round_nearest)
+        self.last_channel = make_divisible(last_channel * max(1.0, width_mult), round_nearest)
+        features: list[nn.Module] = [ConvBNReLU6(3, input_channel, stride=2)]
         for t, c, n, s in inverted_residual_setting:
-            output_channel = _make_divisible(c * width_mult, round_nearest)
+            output_channel = make_divisible(c * width_mult, round_nearest)
             for i in range(n):
                 stride = s if i == 0 else 1
                 features.append(InvertedResidual(input_channel, output_channel, stride, t))
                 input_channel = output_channel
-        features.append(Conv2dNormActivation(input_channel, self.last_channel, kernel_size=1))
+        features.append(ConvBNReLU6(input_channel, self.last_channel, kernel_size=1))
         self.features = nn.Sequential(*features)
 
         self.classifier = nn.Sequential(

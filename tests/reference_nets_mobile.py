@@ -15,6 +15,12 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from reference_ops import (
+    Conv2dNormActivation,
+    SqueezeExcitation,
+    StochasticDepth,
+    make_divisible,
+)
 from torch import Tensor, nn
 
 __all__ = [
@@ -24,102 +30,6 @@ __all__ = [
     "mobilenet_v3_large",
     "mobilenet_v3_small",
 ]
-
-
-def _make_divisible(v: float, divisor: int, min_value: int | None = None) -> int:
-    """Round ``v`` to the nearest multiple of ``divisor`` without dropping below 90% of it."""
-    if min_value is None:
-        min_value = divisor
-    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
-
-
-# --------------------------------------------------------------------------- shared ops
-
-
-class Conv2dNormActivation(nn.Sequential):
-    """Conv (bias only without a norm) + norm + optional activation: children 0, 1, 2."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        groups: int = 1,
-        norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
-        activation_layer: Callable[..., nn.Module] | None = nn.ReLU,
-        dilation: int = 1,
-    ) -> None:
-        padding = (kernel_size - 1) // 2 * dilation
-        layers: list[nn.Module] = [
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride,
-                padding,
-                dilation=dilation,
-                groups=groups,
-                bias=False,
-            ),
-            norm_layer(out_channels),
-        ]
-        if activation_layer is not None:
-            layers.append(activation_layer(inplace=True))
-        super().__init__(*layers)
-        self.out_channels = out_channels
-
-
-class SqueezeExcitation(nn.Module):
-    """scale = σ(fc2(δ(fc1(avgpool(x))))); returns scale * x (fc1, fc2 are biased 1×1 convs)."""
-
-    def __init__(
-        self,
-        input_channels: int,
-        squeeze_channels: int,
-        activation: Callable[..., nn.Module] = nn.ReLU,
-        scale_activation: Callable[..., nn.Module] = nn.Sigmoid,
-    ) -> None:
-        super().__init__()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(input_channels, squeeze_channels, 1)
-        self.fc2 = nn.Conv2d(squeeze_channels, input_channels, 1)
-        self.activation = activation()
-        self.scale_activation = scale_activation()
-
-    def forward(self, input: Tensor) -> Tensor:
-        scale = self.avgpool(input)
-        scale = self.fc1(scale)
-        scale = self.activation(scale)
-        scale = self.fc2(scale)
-        scale = self.scale_activation(scale)
-        return scale * input
-
-
-class StochasticDepth(nn.Module):
-    """Per-sample ("row") or whole-batch ("batch") residual-branch dropping; identity in eval."""
-
-    def __init__(self, p: float, mode: str) -> None:
-        super().__init__()
-        self.p = p
-        self.mode = mode
-
-    def forward(self, input: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return input
-        survival_rate = 1.0 - self.p
-        if self.mode == "row":
-            size = [input.shape[0]] + [1] * (input.ndim - 1)
-        else:
-            size = [1] * input.ndim
-        noise = torch.empty(size, dtype=input.dtype, device=input.device)
-        noise = noise.bernoulli_(survival_rate)
-        if survival_rate > 0.0:
-            noise.div_(survival_rate)
-        return input * noise
 
 
 # --------------------------------------------------------------------------- EfficientNet
@@ -141,7 +51,7 @@ class MBConv(nn.Module):
         super().__init__()
         self.use_res_connect = stride == 1 and input_channels == out_channels
 
-        expanded_channels = _make_divisible(input_channels * expand_ratio, 8)
+        expanded_channels = make_divisible(input_channels * expand_ratio, 8)
         layers: list[nn.Module] = []
         if expanded_channels != input_channels:
             layers.append(
@@ -316,7 +226,7 @@ class InvertedResidualV3(nn.Module):
             )
         )
         if use_se:
-            squeeze_channels = _make_divisible(expanded_channels // 4, 8)
+            squeeze_channels = make_divisible(expanded_channels // 4, 8)
             layers.append(
                 SqueezeExcitation(
                     expanded_channels, squeeze_channels, scale_activation=nn.Hardsigmoid

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from reference_ops import Conv2dNormActivation, Permute, SqueezeExcitation, StochasticDepth
 from torch import Tensor, nn
 
 __all__ = [
@@ -23,92 +24,6 @@ __all__ = [
     "convnext_tiny",
     "regnet_y_400mf",
 ]
-
-
-# --------------------------------------------------------------------------- shared ops
-
-
-class Permute(nn.Module):
-    def __init__(self, dims: list[int]) -> None:
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.permute(x, self.dims)
-
-
-class StochasticDepth(nn.Module):
-    """Drops whole samples ("row" mode) with probability ``p`` while training; identity in eval."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        survival = 1.0 - self.p
-        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device)
-        noise = noise.bernoulli_(survival)
-        if survival > 0.0:
-            noise = noise.div_(survival)
-        return x * noise
-
-
-class Conv2dNormActivation(nn.Sequential):
-    """Conv + optional norm + optional activation, as Sequential children 0, 1, 2.
-
-    The conv has a bias only when there is no norm, unless ``bias`` says otherwise.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        padding: int | None = None,
-        groups: int = 1,
-        norm_layer: Callable[[int], nn.Module] | None = nn.BatchNorm2d,
-        activation_layer: Callable[..., nn.Module] | None = nn.ReLU,
-        bias: bool | None = None,
-    ) -> None:
-        if padding is None:
-            padding = (kernel_size - 1) // 2
-        if bias is None:
-            bias = norm_layer is None
-        layers: list[nn.Module] = [
-            nn.Conv2d(
-                in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
-            )
-        ]
-        if norm_layer is not None:
-            layers.append(norm_layer(out_channels))
-        if activation_layer is not None:
-            layers.append(activation_layer(inplace=True))
-        super().__init__(*layers)
-        self.out_channels = out_channels
-
-
-class SqueezeExcitation(nn.Module):
-    """x · σ(fc2(act(fc1(avgpool(x))))), the fc's being 1×1 convs with bias."""
-
-    def __init__(
-        self,
-        input_channels: int,
-        squeeze_channels: int,
-        activation: Callable[..., nn.Module] = nn.ReLU,
-    ) -> None:
-        super().__init__()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(input_channels, squeeze_channels, 1)
-        self.fc2 = nn.Conv2d(squeeze_channels, input_channels, 1)
-        self.activation = activation()
-        self.scale_activation = nn.Sigmoid()
-
-    def forward(self, x: Tensor) -> Tensor:
-        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
-        return scale * x
 
 
 # --------------------------------------------------------------------------- ConvNeXt
