@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,7 +25,10 @@ from netspec.preprocess import (
     require_pillow,
 )
 
-#: images listed one by one before "… N more"
+if TYPE_CHECKING:
+    from netspec.backends.onnx.runner import OnnxRunner
+
+#: rows (samples, images) `netspec run` prints before "… N more"
 MAX_ROWS = 20
 
 
@@ -91,9 +95,16 @@ def run_images(args: argparse.Namespace, out: Path | None) -> int:
             print(f"  {f!s:<{width}}  {shown}")
         if len(files) > MAX_ROWS:
             print(f"  … {len(files) - MAX_ROWS} more images")
+    return save_and_time(runner, x, y, out, args.force, args.bench)
+
+
+def save_and_time(runner: OnnxRunner, x: np.ndarray, y: np.ndarray | dict[str, np.ndarray],
+                  out: Path | None, force: bool, bench: int) -> int:
+    """The end of every `netspec run`: the outputs saved (one array, or an .npz of
+    several), and ``bench`` timed runs of ``x``."""
     if out is not None:
-        save_arrays(out, y, force=args.force)
+        save_arrays(out, y, force=force)
         print(f"wrote {out}")
-    if args.bench:
-        print(runner.latency_text(x, args.bench))
+    if bench:
+        print(runner.latency_text(x, bench))
     return 0

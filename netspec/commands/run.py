@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from netspec.errors import UsageError
-from netspec.io import check_writable, save_arrays
+from netspec.io import check_writable
 
 if TYPE_CHECKING:  # numpy and onnxruntime load when the command runs, not at start-up
     import numpy as np
@@ -15,9 +15,6 @@ if TYPE_CHECKING:  # numpy and onnxruntime load when the command runs, not at st
     from netspec.backends.onnx.runner import OnnxRunner
 
 #: per-sample lines printed for a classifier's output before summarising the rest
-MAX_ROWS = 20
-
-
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="run an ONNX model on a .npy input with onnxruntime",
                        description="Run an exported model on an input saved with numpy "
@@ -85,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     _refuse_spec(args.model)
     out = check_writable(args.output, args.force, inputs=[args.model, args.input]) \
         if args.output else None
-    from netspec.image_run import is_image_input, run_images
+    from netspec.image_run import MAX_ROWS, is_image_input, run_images, save_and_time
 
     if is_image_input(args.input):  # the recorded preprocessing, top classes by name
         return run_images(args, out)
@@ -103,12 +100,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  sample {i}: class {int(top[i])} (score {float(y[i, top[i]]):.4g})")
         if len(y) > MAX_ROWS:
             print(f"  … {len(y) - MAX_ROWS} more samples")
-    if out is not None:
-        save_arrays(out, y, force=args.force)
-        print(f"wrote {out}")
-    if args.bench:
-        print(runner.latency_text(x, args.bench))
-    return 0
+    return save_and_time(runner, x, y, out, args.force, args.bench)
 
 
 def _run_several(runner: OnnxRunner, x: np.ndarray, out: Path | None, bench: int,
@@ -118,12 +110,9 @@ def _run_several(runner: OnnxRunner, x: np.ndarray, out: Path | None, bench: int
     if out is not None and out.suffix != ".npz":
         raise UsageError(f"{out}: the model has {len(runner.output_names)} outputs "
                          f"({', '.join(runner.output_names)}); write them to an .npz")
+    from netspec.image_run import save_and_time
+
     ys = runner.run_all(x)
     for name, y in ys.items():
         print(f"output {name} {list(y.shape)} {y.dtype} ({runner.providers[0]})")
-    if out is not None:
-        save_arrays(out, ys, force=force)
-        print(f"wrote {out}")
-    if bench:
-        print(runner.latency_text(x, bench))
-    return 0
+    return save_and_time(runner, x, ys, out, force, bench)
