@@ -32,12 +32,7 @@ FORMATS = ("png", "jpeg", "bmp", "webp")
 MEAN, STD = 0.5, 0.25
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def picture(cls: int, i: int, size: int = 12) -> Image.Image:

@@ -44,12 +44,7 @@ BN = torch.nn.modules.batchnorm._BatchNorm
 sklearn_datasets = pytest.importorskip("sklearn.datasets")  # in the [test] extra
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
