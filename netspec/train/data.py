@@ -10,7 +10,6 @@ joined, so every rank of a distributed run fails the same way at the same time.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +215,3 @@ def load_data(graph: Graph, data: str, *, val_data: str | None = None,
         return Data(full, load_source(val_data, graph), source)
     train, heldout = split_heldout(full, val_fraction, seed)
     return Data(train, heldout, source)
-
-
-def source_json(data: Data) -> str:
-    return json.dumps(data.source, sort_keys=True)
