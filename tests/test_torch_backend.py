@@ -25,7 +25,7 @@ from zoo import REFERENCES
 
 import netspec
 from netspec.backends.torch import build, load_weights_into, param_groups, state_dict_numpy
-from netspec.backends.torch.model import NODE_META, graph_module, inplace_nodes
+from netspec.backends.torch.model import NODE_META, graph_module
 from netspec.cli import main
 from netspec.errors import UsageError
 from netspec.graph import Graph
@@ -391,7 +391,7 @@ def test_residual_identity_and_projection_vs_manual() -> None:
     assert p["shortcut.conv1.weight"].shape == (6, 4, 1, 1)
     with torch.no_grad():
         torch.testing.assert_close(model(x), F.relu(body + short))
-    assert inplace_nodes(g) == {"relu1", "add1", "relu2", "relu3", "add2", "relu4"}
+    assert g.inplace_nodes() == {"relu1", "add1", "relu2", "relu3", "add2", "relu4"}
     check_inplace_is_invisible(g)
     # torchvision's order: the projection's tensors come after the body's
     keys = list(model.state_dict())

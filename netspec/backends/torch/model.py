@@ -14,7 +14,7 @@ graph's nodes — again node order, creating containers on first use. (Passing a
 modules instead would NOT do: GraphModule sorts dict targets by depth, which would put
 ``fc`` before ``layer1``.) tests/test_torch_backend.py checks the order on every spec.
 
-ReLUs and residual adds run in place where that is invisible (see ``inplace_nodes``),
+ReLUs and residual adds run in place where that is invisible (see ``Graph.inplace_nodes``),
 as torchvision's do; otherwise each is a fresh allocation, slower on CPU.
 """
 
@@ -36,12 +36,6 @@ def _class_name(graph: Graph) -> str:
     words = re.split(r"[^0-9A-Za-z]+", graph.name)
     name = "".join(w[:1].upper() + w[1:] for w in words if w)
     return name if name and not name[0].isdigit() else f"Net{name}"
-
-
-def inplace_nodes(graph: Graph) -> set[str]:
-    """Nodes that run in place: decided in the core (Graph.inplace_nodes), so the memory
-    estimate counts what this backend runs."""
-    return graph.inplace_nodes()
 
 
 def _root(graph: Graph, inplace: set[str]) -> nn.Module:
@@ -128,7 +122,8 @@ def graph_module(graph: Graph, inplace: bool = True) -> fx.GraphModule:
     """The nn.Module for ``graph``: parameters initialised by torch's defaults
     (γ = 1, δ = 0 for norms), on the current default device. ``inplace=False`` gives
     every op a fresh output (tests compare the two)."""
-    where = inplace_nodes(graph) if inplace else set()
+    # decided in the core, so the memory estimate counts what this backend runs
+    where = graph.inplace_nodes() if inplace else set()
     root = _root(graph, where)
     model = fx.GraphModule(root, _fx_graph(graph, where), class_name=_class_name(graph))
     _register_in_order(model, root, graph)
