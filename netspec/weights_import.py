@@ -25,6 +25,7 @@ import yaml
 from netspec.errors import UsageError
 from netspec.graph import Graph
 from netspec.kinds import Shape
+from netspec.kinds.base import fmt_shape
 
 #: where checkpoints commonly keep the state dict, tried in this order
 CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "ema", "model_ema",
@@ -239,10 +240,6 @@ def _strip_wrappers(names: list[str]) -> str:
     return ""
 
 
-def _fmt(shape: Any) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
 def pair(graph: Graph, source: dict[str, np.ndarray], origin: str,
          renames: dict[str, str] | None = None, found_at: str = "") -> Pairing:
     """Pair the source's tensors with the spec's, or raise one line naming the first
@@ -274,8 +271,8 @@ def pair(graph: Graph, source: dict[str, np.ndarray], origin: str,
 
     def misfit(src: str, t: SpecTensor, how: str) -> UsageError:
         return UsageError(
-            f"{origin}: tensor '{full[src]}' {_fmt(arrays[src].shape)} does not fit "
-            f"'{t.name}' {_fmt(t.shape)} of spec layer {t.layer} ({t.op}), paired {how}")
+            f"{origin}: tensor '{full[src]}' {fmt_shape(arrays[src].shape)} does not fit "
+            f"'{t.name}' {fmt_shape(t.shape)} of spec layer {t.layer} ({t.op}), paired {how}")
 
     by_name = all(t.name in arrays for t in want) and len(arrays) == len(want)
     pairs: list[tuple[str, str]] = []
@@ -290,7 +287,7 @@ def pair(graph: Graph, source: dict[str, np.ndarray], origin: str,
             if i >= len(names):
                 raise UsageError(
                     f"{origin}: {len(names)} tensors, spec '{graph.name}' has {len(want)}: "
-                    f"nothing left for '{t.name}' {_fmt(t.shape)} of spec layer {t.layer} "
+                    f"nothing left for '{t.name}' {fmt_shape(t.shape)} of spec layer {t.layer} "
                     f"({t.op}) (paired by position: the names do not all match)")
             src = names[i]
             # a 0-d tensor saved as [1] by numpy writers, or a [1] saved as 0-d
@@ -302,8 +299,9 @@ def pair(graph: Graph, source: dict[str, np.ndarray], origin: str,
             extra = names[len(want)]
             raise UsageError(
                 f"{origin}: {len(names)} tensors, spec '{graph.name}' has {len(want)}: "
-                f"'{full[extra]}' {_fmt(arrays[extra].shape)} and {len(names) - len(want) - 1} "
-                "more are left over (paired by position: the names do not all match)")
+                f"'{full[extra]}' {fmt_shape(arrays[extra].shape)} and "
+                f"{len(names) - len(want) - 1} more are left over (paired by position: the "
+                "names do not all match)")
         how = "position"
     shapes = {t.name: t.shape for t in want}
     tensors = {dst: np.ascontiguousarray(arrays[src], dtype=np.float32).reshape(shapes[dst])

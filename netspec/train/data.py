@@ -19,6 +19,7 @@ import numpy as np
 
 from netspec.errors import UsageError
 from netspec.graph import Graph
+from netspec.kinds.base import fmt_shape
 
 DIGITS = "digits"
 INSTALL_HINT = "pip install 'netspec[data]'"
@@ -49,10 +50,6 @@ class Data:
         return f"{self.source['data']}: {len(self.train):,} for training{held}"
 
 
-def _fmt(shape: Any) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
 def load_digits_arrays(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 8×8 digits scaled to [0, 1], shaped for the spec's input."""
     try:
@@ -68,7 +65,7 @@ def load_digits_arrays(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
         x = x.reshape(-1, 1, 8, 8)
     elif graph.input_shape != (64,):
         raise UsageError(f"--data digits: the images are [1, 8, 8] (or [64] flattened), "
-                         f"but spec '{graph.name}' takes {_fmt(graph.input_shape)}")
+                         f"but spec '{graph.name}' takes {fmt_shape(graph.input_shape)}")
     return x, y
 
 
@@ -135,8 +132,8 @@ def check_arrays(x: np.ndarray, y: np.ndarray, graph: Graph, where: str) -> Spli
     if x.dtype.kind not in "fiu":
         raise UsageError(f"{where}: x has dtype {x.dtype}; inputs must be real numbers")
     if x.ndim != len(want_x) + 1 or tuple(x.shape[1:]) != want_x:
-        raise UsageError(f"{where}: x has shape {_fmt(x.shape)}, spec '{graph.name}' takes "
-                         f"[N, {_fmt(want_x)[1:]}")
+        raise UsageError(f"{where}: x has shape {fmt_shape(x.shape)}, spec '{graph.name}' takes "
+                         f"[N, {fmt_shape(want_x)[1:]}")
     n = len(x)
     if n < 2:
         raise UsageError(f"{where}: {n} sample(s); training needs at least 2")
@@ -144,8 +141,8 @@ def check_arrays(x: np.ndarray, y: np.ndarray, graph: Graph, where: str) -> Spli
     want_y = (n,) if graph.task == "classification" else (n, *graph.output_shape[1:])
     what = "class indices" if graph.task == "classification" else "per-pixel class masks"
     if tuple(y.shape) != want_y:
-        raise UsageError(f"{where}: y has shape {_fmt(y.shape)}; {graph.task} with "
-                         f"{n} samples needs {what} of shape {_fmt(want_y)}")
+        raise UsageError(f"{where}: y has shape {fmt_shape(y.shape)}; {graph.task} with "
+                         f"{n} samples needs {what} of shape {fmt_shape(want_y)}")
     if not np.issubdtype(y.dtype, np.integer):
         hint = ""
         if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
