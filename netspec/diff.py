@@ -1,16 +1,22 @@
 """Comparing two Graphs layer by layer (``netspec diff``). Pure Python.
 
-Nodes are matched by name. A node only in ``b`` is *added*, only in ``a`` *removed*; a
-node in both is *changed* when its kind, its options (``args.summary()``) or its output
-shape differ. Each entry carries its parameter and MAC delta (b − a); the totals are the
-whole networks' deltas, which also count the layers whose own numbers moved because an
-input's shape changed (those show as changed: their shape or their counts differ).
+Nodes are matched by name, or, with ``match="order"``, by their place in the network:
+the two layer sequences are aligned as diff(1) aligns lines, on each layer's kind, options
+and shape, so two specs of one network whose names differ (an imported spec and a
+hand-written one) compare layer by layer. A node only in ``b`` is *added*, only in ``a``
+*removed*; a node in both is *changed* when its kind, its options (``args.summary()``;
+by order, the options as they compute: ``canonical()``) or its output shape differ. Each
+entry carries its parameter and MAC delta (b − a); the totals are the whole networks'
+deltas, which also count the layers whose own numbers moved because an input's shape
+changed (those show as changed: their shape or their counts differ).
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from netspec.count import count, node_counts
 from netspec.graph import INPUT, Graph, Node
@@ -25,6 +31,10 @@ class Side:
     shape: list[int]
     params: int
     macs: int
+    #: the node's name (shown when nodes are matched by order and the names differ)
+    name: str = ""
+    #: the options as they compute (compared when matching by order)
+    options: str = ""
 
 
 @dataclass
@@ -60,8 +70,18 @@ def _sides(graph: Graph) -> dict[str, Side]:
     for node in graph:
         c = counts.get(node.name)
         out[node.name] = Side(_kind(node), node.args.summary() if node.args else "",
-                              list(node.shape), c.params if c else 0, c.macs if c else 0)
+                              list(node.shape), c.params if c else 0, c.macs if c else 0,
+                              node.name, _canonical(node))
     return out
+
+
+def _canonical(node: Node) -> str:
+    if node.args is None:
+        return ""
+    options: dict[str, Any] = {k: v for k, v in node.args.canonical().items() if k != "from_"}
+    if hasattr(node.args, "index"):
+        options["part"] = node.args.index
+    return json.dumps(options, sort_keys=True, default=str)
 
 
 def _kind(node: Node) -> str:
@@ -70,8 +90,18 @@ def _kind(node: Node) -> str:
     return node.args.display()
 
 
-def diff(a: Graph, b: Graph) -> Diff:
+def diff(a: Graph, b: Graph, match: str = "name") -> Diff:
     sa, sb = _sides(a), _sides(b)
+    changes = _by_order(sa, sb) if match == "order" else _by_name(sa, sb)
+    ca, cb = count(a), count(b)
+    return Diff(a.spec_file or a.name, b.spec_file or b.name, changes,
+                (ca.params, cb.params), (ca.macs, cb.macs), (outputs_text(a), outputs_text(b)))
+
+
+_COMPARED = ("kind", "args", "shape", "params", "macs")
+
+
+def _by_name(sa: dict[str, Side], sb: dict[str, Side]) -> list[Change]:
     changes: list[Change] = []
     # b's order, with each removed node placed after the b node that precedes it in a
     # each removed node goes after the last node before it in a that b still has (one
@@ -94,13 +124,39 @@ def diff(a: Graph, b: Graph) -> Diff:
         elif y is None:
             changes.append(Change(name, "removed", x, None, []))
         else:
-            what = [f for f in ("kind", "args", "shape", "params", "macs")
-                    if getattr(x, f) != getattr(y, f)]
+            what = [f for f in _COMPARED if getattr(x, f) != getattr(y, f)]
             if what:
                 changes.append(Change(name, "changed", x, y, what))
-    ca, cb = count(a), count(b)
-    return Diff(a.spec_file or a.name, b.spec_file or b.name, changes,
-                (ca.params, cb.params), (ca.macs, cb.macs), (outputs_text(a), outputs_text(b)))
+    return changes
+
+
+def _by_order(sa: dict[str, Side], sb: dict[str, Side]) -> list[Change]:
+    """The layers aligned in network order on what they compute, names aside."""
+    xs = [s for s in sa.values() if s.kind != "input"]
+    ys = [s for s in sb.values() if s.kind != "input"]
+
+    def key(s: Side) -> tuple[str, str, str]:
+        return (s.kind, s.options, str(s.shape))
+
+    changes: list[Change] = []
+    matcher = difflib.SequenceMatcher(None, [key(s) for s in xs], [key(s) for s in ys],
+                                      autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        paired = min(i2 - i1, j2 - j1) if op == "replace" else 0
+        for x, y in zip(xs[i1:i1 + paired], ys[j1:j1 + paired], strict=True):
+            what = [f for f in _COMPARED if f != "args" and getattr(x, f) != getattr(y, f)]
+            if x.options != y.options:
+                what.insert(1, "args")
+            changes.append(Change(_pair_name(x, y), "changed", x, y, what))
+        changes += [Change(x.name, "removed", x, None, []) for x in xs[i1 + paired:i2]]
+        changes += [Change(y.name, "added", None, y, []) for y in ys[j1 + paired:j2]]
+    return changes
+
+
+def _pair_name(x: Side, y: Side) -> str:
+    return x.name if x.name == y.name else f"{x.name} / {y.name}"
 
 
 def _signed(n: int) -> str:

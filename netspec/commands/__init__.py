@@ -11,6 +11,7 @@ from netspec.commands import (
     diff,
     export,
     graph,
+    importer,
     params,
     run,
     schema,
@@ -31,4 +32,5 @@ COMMANDS: dict[str, ModuleType] = {
     "train": train,
     "calibrate": calibrate,
     "weights": weights,
+    "import": importer,
 }

@@ -29,6 +29,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    metavar="NAME=VALUE", help="override a var of the first side only")
     p.add_argument("--set-b", dest="sets_b", action="append", default=[],
                    metavar="NAME=VALUE", help="override a var of the second side only")
+    p.add_argument("--match", choices=("name", "order"), default="name",
+                   help="pair layers by name (default), or by their place in the network "
+                   "whatever their names: two specs of one network written apart (an "
+                   "imported one and a hand-written one)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=run)
 
@@ -47,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     a = _side(args.a, args.sets, args.sets_a, "--set-a")
     b = _side(args.b or args.a, args.sets, args.sets_b, "--set-b")
-    d = diff(a, b)
+    d = diff(a, b, args.match)
     if args.b is None:  # one spec: tell the sides apart by their settings
         d.a = f"{args.a} [{' '.join(args.sets_a) or 'as written'}]"
         d.b = f"{args.a} [{' '.join(args.sets_b) or 'as written'}]"

@@ -231,6 +231,12 @@ class LayerArgs(BaseModel):
         """The parameter count in the textbook's terms, for layers that have one."""
         return None
 
+    def canonical(self) -> dict[str, Any]:
+        """The options with every default that depends on others filled in (a conv's
+        pad, a pool's stride): two layers that compute the same have equal canonical
+        options however they were written."""
+        return self.model_dump()
+
     def summary(self) -> str:
         """The options that differ from their defaults, as ``k=3, stride=2``."""
         parts = []

@@ -1,6 +1,7 @@
 """Convolutions: ``conv`` and its decoder twin ``conv_transpose`` (2-D, [C, H, W])."""
 
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationInfo, field_validator
 
@@ -44,6 +45,10 @@ class Conv(LayerArgs):
             return pair(self.pad)
         k, d = pair(self.k), pair(self.dilation)
         return (d[0] * (k[0] - 1) // 2, d[1] * (k[1] - 1) // 2)
+
+    def canonical(self) -> dict[str, Any]:
+        return {**self.model_dump(), "pad": self.padding, "k": pair(self.k),
+                "stride": pair(self.stride), "dilation": pair(self.dilation)}
 
     def _check_groups(self, c_in: int) -> None:
         if c_in % self.groups:

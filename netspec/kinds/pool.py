@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from itertools import chain
+from typing import Any
 
 from netspec.kinds.base import (
     ENDS_SIZE,
@@ -39,6 +40,10 @@ class WindowPool(LayerArgs):
     @property
     def strides(self) -> tuple[int, int]:
         return pair(self.stride if self.stride is not None else self.k)
+
+    def canonical(self) -> dict[str, Any]:
+        return {**self.model_dump(), "k": pair(self.k), "stride": self.strides,
+                "pad": pair(self.pad)}
 
     def _dilation(self) -> tuple[int, int]:
         return (1, 1)

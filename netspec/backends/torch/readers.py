@@ -1,0 +1,743 @@
+"""torch → Graph op: how each kind recognises itself in a PyTorch module (``netspec import``).
+
+The inverse of layers.py: ``READERS`` maps every op to a :class:`Reader` that says which
+module classes, functions and tensor methods it claims and reads a call of one of them
+into the kind's spec options. Several readers may claim one target (``operator.mul`` is a
+``mul`` of two tensors or a ``layer_scale`` by a parameter); the tracer asks each in turn
+and the first that answers wins, so a reader answers None when the call is not its kind.
+A reader raises :class:`Unmappable` when the call is its kind but in a form netspec has
+no options for (a conv with reflect padding). tests/test_kinds_registry.py checks that
+every op has exactly one entry.
+
+Module classes are named by the class that defines their behaviour (its ``forward``), as
+a qualified name, so torchvision's, timm's and Ultralytics' classes are recognised without
+importing those libraries, and a subclass that keeps its base's forward is its base.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from netspec.importer.flat import Unmappable
+from netspec.kinds import Shape
+from netspec.kinds.conv import Conv
+
+#: how a traced tensor's memory relates to the netspec tensor it holds (batch first):
+#: ``canonical`` [N, C, H, W] or [N, F]; ``channels_last`` [N, H, W, C] (ConvNeXt's
+#: Permute → LayerNorm → Linear); ``other`` any view netspec has no layer for
+CANONICAL, CHANNELS_LAST, OTHER = "canonical", "channels_last", "other"
+
+
+@dataclass
+class In:
+    """A tensor argument as a reader sees it: the netspec shape it holds (no batch axis)
+    and its layout; or, for a parameter the code reads directly (``self.layer_scale *
+    x``), its source name and value."""
+
+    shape: Shape
+    layout: str = CANONICAL
+    param: str | None = None
+    value: torch.Tensor | None = None
+    #: the parameter belongs to a module that has submodules: torch registers it before
+    #: theirs (torchvision's ConvNeXt block holds its layer scale so)
+    param_first: bool = False
+
+    @property
+    def is_param(self) -> bool:
+        return self.param is not None
+
+
+@dataclass
+class Call:
+    """One call the tracer met: a leaf module, a function or a tensor method."""
+
+    path: str
+    module: nn.Module | None
+    target: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def arg(self, i: int, name: str, default: Any = None) -> Any:
+        """An argument of a function call, given by position ``i`` or by ``name``."""
+        if name in self.kwargs:
+            return self.kwargs[name]
+        return self.args[i] if i < len(self.args) else default
+
+    @property
+    def tensors(self) -> list[In]:
+        """The tensor arguments (a list argument's items included: ``torch.cat``)."""
+        out: list[In] = []
+        for a in (*self.args, *self.kwargs.values()):
+            items = a if isinstance(a, list | tuple) else (a,)
+            out += [x for x in items if isinstance(x, In)]
+        return out
+
+    @property
+    def x(self) -> In:
+        """The (first) tensor the call transforms."""
+        ins = [t for t in self.tensors if not t.is_param]
+        if not ins:
+            raise Unmappable(f"{self.path}: {self.name} reads no traced tensor")
+        return ins[0]
+
+    @property
+    def name(self) -> str:
+        if self.module is not None:
+            return type(self.module).__name__
+        return getattr(self.target, "__name__", str(self.target))
+
+
+@dataclass
+class Mapped:
+    """A call read as a netspec layer."""
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    #: netspec tensor name → the source's name (a module's ``weight`` → its path.weight)
+    tensors: dict[str, str] = field(default_factory=dict)
+    #: the tensors the layer reads, in order (default: the call's tensor arguments that
+    #: are not parameters)
+    inputs: list[In] | None = None
+    #: the output keeps the input's layout (an element-wise op, a linear over channels)
+    keeps_layout: bool = False
+    #: torch's output shape with the batch axis, where it differs from netspec's
+    #: (``x.mean((2, 3))`` is netspec's global pool, seen flat)
+    view: tuple[int, ...] | None = None
+    #: a split: the channels of each part, one node each
+    parts: list[int] | None = None
+
+
+ReadFn = Callable[[Call], "Mapped | None"]
+#: (index map of a pending view, the source's netspec shape) → the kind's options, or
+#: None when the view is not this kind
+MovementFn = Callable[[torch.Tensor, Shape], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Reader:
+    #: qualified names of the module classes (their behaviour class) this kind claims
+    modules: tuple[str, ...] = ()
+    #: functions (``call_function`` targets) and tensor method names it claims
+    functions: tuple[Callable[..., Any], ...] = ()
+    methods: tuple[str, ...] = ()
+    read: ReadFn | None = None
+    #: for a kind that only moves values (flatten, shuffle): recognise it in a view
+    movement: MovementFn | None = None
+
+
+def qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def behaviour_class(module: nn.Module) -> type:
+    """The class whose ``forward`` the module runs: a subclass that keeps its base's
+    forward behaves as that base."""
+    for cls in type(module).__mro__:
+        if "forward" in cls.__dict__:
+            return cls
+    return type(module)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _one(v: Any) -> Any:
+    """A pair as a spec writes it: one number when both are equal."""
+    if isinstance(v, list | tuple):
+        if len(v) == 1 or all(x == v[0] for x in v):
+            return int(v[0])
+        return [int(x) for x in v]
+    return int(v)
+
+
+def _need(call: Call, ok: bool, what: str) -> None:
+    if not ok:
+        raise Unmappable(f"{call.path}: {call.name} {what}, which netspec has no options for")
+
+
+def _image(call: Call) -> In:
+    x = call.x
+    if x.layout != CANONICAL or len(x.shape) != 3:
+        raise Unmappable(f"{call.path}: {call.name} on a {_described(x)} tensor; netspec "
+                         "applies it to [C, H, W] maps")
+    return x
+
+
+def _described(x: In) -> str:
+    if x.layout == CHANNELS_LAST:
+        return "channels-last"
+    if x.layout == OTHER:
+        return "reshaped"
+    return f"{len(x.shape)}-D"
+
+
+def _weights(call: Call, *names: str) -> dict[str, str]:
+    """The module's own tensors under netspec's names (the same names: weight, bias…)."""
+    assert call.module is not None
+    return {n: f"{call.path}.{n}" for n in names if getattr(call.module, n, None) is not None}
+
+
+def _uniform(t: torch.Tensor | None, default: float) -> float:
+    """A tensor's one value when all are equal (a fresh init), else ``default``."""
+    if t is None or t.numel() == 0:
+        return default
+    flat = t.detach().flatten()
+    if not bool((flat == flat[0]).all()):
+        return default
+    # the shortest decimal that is this value in the tensor's own precision: 1e-06,
+    # not float32's 9.99999997e-07 widened
+    kind = {torch.float16: np.float16, torch.float32: np.float32}.get(flat.dtype, np.float64)
+    return float(np.format_float_positional(kind(flat[0].item()), unique=True, trim="-"))
+
+
+def _elementwise(kind: str, options: Callable[[Call], dict[str, Any]] | None = None
+                 ) -> ReadFn:
+    def read(call: Call) -> Mapped:
+        return Mapped(kind, options(call) if options else {}, inputs=[call.x],
+                      keeps_layout=True)
+    return read
+
+
+# ---------------------------------------------------------------------------- convs
+def _padding(call: Call, m: nn.Conv2d | nn.ConvTranspose2d) -> Any:
+    _need(call, m.padding_mode == "zeros", f"pads with {m.padding_mode!r}")
+    if isinstance(m.padding, str):
+        if m.padding == "valid":
+            return 0
+        # 'same' at stride 1: torch pads (d·(k−1))//2 before and the rest after
+        total = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size, strict=True)]
+        _need(call, all(t % 2 == 0 for t in total), "pads 'same' unevenly")
+        return _one([t // 2 for t in total])
+    return _one(m.padding)
+
+
+def read_conv(call: Call) -> Mapped:
+    m = call.module
+    assert isinstance(m, nn.Conv2d)
+    _image(call)
+    k = _one(m.kernel_size)
+    options: dict[str, Any] = {"out": m.out_channels, "k": k}
+    if _one(m.stride) != 1:
+        options["stride"] = _one(m.stride)
+    if _one(m.dilation) != 1:
+        options["dilation"] = _one(m.dilation)
+    pad = _padding(call, m)
+    # written only where it is not the kind's own default, dilation·(k−1)//2
+    if Conv(out=1, k=k, dilation=options.get("dilation", 1)).padding != tuple(
+            pad if isinstance(pad, list) else (pad, pad)):
+        options["pad"] = pad
+    if m.groups != 1:
+        options["groups"] = m.groups
+    options["bias"] = m.bias is not None
+    return Mapped("conv", options, _weights(call, "weight", "bias"))
+
+
+def read_conv_transpose(call: Call) -> Mapped:
+    m = call.module
+    assert isinstance(m, nn.ConvTranspose2d)
+    _image(call)
+    options: dict[str, Any] = {"out": m.out_channels, "k": _one(m.kernel_size)}
+    for name, value in (("stride", m.stride), ("pad", _padding(call, m)),
+                        ("output_pad", m.output_padding), ("dilation", m.dilation)):
+        if _one(value) != (1 if name in ("stride", "dilation") else 0):
+            options[name] = _one(value)
+    if m.groups != 1:
+        options["groups"] = m.groups
+    options["bias"] = m.bias is not None
+    return Mapped("conv_transpose", options, _weights(call, "weight", "bias"))
+
+
+def read_linear(call: Call) -> Mapped:
+    m = call.module
+    assert isinstance(m, nn.Linear)
+    x = call.x
+    options: dict[str, Any] = {"out": m.out_features, "bias": m.bias is not None}
+    if x.layout == CHANNELS_LAST:
+        options["over"] = "channels"
+    elif x.layout != CANONICAL or len(x.shape) != 1:
+        raise Unmappable(f"{call.path}: Linear on a {_described(x)} tensor of "
+                         f"{list(x.shape)}; netspec's linear reads [F] features, or the "
+                         "channels of a map")
+    return Mapped("linear", options, _weights(call, "weight", "bias"), inputs=[x],
+                  keeps_layout=True)
+
+
+# ---------------------------------------------------------------------------- norms
+def _eps(m: nn.Module) -> dict[str, Any]:
+    eps = getattr(m, "eps", 1e-5)
+    if eps is None:  # nn.RMSNorm: the dtype's epsilon (float32 here)
+        eps = torch.finfo(torch.float32).eps
+    return {} if eps == 1e-5 else {"eps": float(eps)}
+
+
+def read_batchnorm(call: Call) -> Mapped:
+    m = call.module
+    assert isinstance(m, nn.modules.batchnorm._BatchNorm)
+    x = call.x
+    _need(call, m.track_running_stats, "keeps no running statistics")
+    _need(call, x.layout == CANONICAL and len(x.shape) in (1, 3),
+          f"normalises a {_described(x)} tensor")
+    options: dict[str, Any] = {"kind": "batch", **_eps(m)}
+    if m.momentum != 0.1:
+        options["momentum"] = m.momentum
+    if not m.affine:
+        options["affine"] = False
+    return Mapped("norm", options, _weights(call, "weight", "bias", "running_mean",
+                                           "running_var"))
+
+
+#: the layer norms over the channels of an NCHW map, by class (they permute inside)
+LAYERNORM2D = ("torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d")
+
+
+def read_layernorm(call: Call) -> Mapped:
+    """nn.LayerNorm over the channels of channels-last data or over a [F] vector; or over
+    (C, H, W) with per-element γ, δ; torchvision's and timm's LayerNorm2d over the
+    channels of an NCHW map."""
+    m = call.module
+    assert isinstance(m, nn.LayerNorm)
+    if qualname(behaviour_class(m)) in LAYERNORM2D:
+        return read_layernorm2d(call)
+    x = call.x
+    _need(call, m.elementwise_affine == (m.bias is not None) or not m.elementwise_affine,
+          "has γ without δ")
+    shape = tuple(m.normalized_shape)
+    options: dict[str, Any] = {"kind": "layer", **_eps(m)}
+    if x.layout == CHANNELS_LAST and shape == (x.shape[0],):
+        options["over"] = "channels"
+    elif x.layout == CANONICAL and shape == tuple(x.shape) and len(shape) == 1:
+        pass
+    elif x.layout == CANONICAL and shape == tuple(x.shape) and len(shape) == 3:
+        options["affine"] = "element"
+    else:
+        raise Unmappable(f"{call.path}: LayerNorm over {list(shape)} of a {_described(x)} "
+                         f"{list(x.shape)} tensor has no netspec form")
+    if not m.elementwise_affine:
+        options["affine"] = "none"
+    return Mapped("norm", options, _weights(call, "weight", "bias"), inputs=[x],
+                  keeps_layout=True)
+
+
+def read_layernorm2d(call: Call) -> Mapped:
+    """torchvision's and timm's LayerNorm2d: nn.LayerNorm over the channels of an NCHW map."""
+    m = call.module
+    assert isinstance(m, nn.LayerNorm)
+    _image(call)
+    options: dict[str, Any] = {"kind": "layer", "over": "channels", **_eps(m)}
+    if not m.elementwise_affine:
+        options["affine"] = "none"
+    return Mapped("norm", options, _weights(call, "weight", "bias"))
+
+
+def read_groupnorm(call: Call) -> Mapped:
+    m = call.module
+    assert isinstance(m, nn.GroupNorm)
+    _image(call)
+    options: dict[str, Any] = {"kind": "group", "groups": m.num_groups, **_eps(m)}
+    if not m.affine:
+        options["affine"] = False
+    return Mapped("norm", options, _weights(call, "weight", "bias"))
+
+
+def read_instancenorm(call: Call) -> Mapped:
+    m = call.module
+    assert isinstance(m, nn.InstanceNorm2d)
+    _image(call)
+    _need(call, not m.track_running_stats, "keeps running statistics")
+    options: dict[str, Any] = {"kind": "instance", **_eps(m)}
+    if not m.affine:
+        options["affine"] = False
+    return Mapped("norm", options, _weights(call, "weight", "bias"))
+
+
+def read_rmsnorm(call: Call) -> Mapped:
+    m = call.module
+    x = call.x
+    shape = tuple(m.normalized_shape)
+    options: dict[str, Any] = {"kind": "rms", **_eps(m)}
+    if options.get("eps") is None:
+        options["eps"] = 1e-5  # torch's default is the dtype's epsilon; spelled out
+    if x.layout == CHANNELS_LAST and shape == (x.shape[0],):
+        options["over"] = "channels"
+    elif not (x.layout == CANONICAL and len(x.shape) == 1 and shape == tuple(x.shape)):
+        raise Unmappable(f"{call.path}: RMSNorm over {list(shape)} of a {_described(x)} "
+                         "tensor has no netspec form")
+    if m.weight is None:
+        options["affine"] = False
+    return Mapped("norm", options, _weights(call, "weight"), inputs=[x], keeps_layout=True)
+
+
+# ---------------------------------------------------------------------------- dropout
+def read_dropout(call: Call) -> Mapped:
+    if call.module is not None:
+        p = float(call.module.p)
+        channel = isinstance(call.module, nn.Dropout2d)
+    else:
+        p = float(call.arg(1, "p", 0.5))
+        channel = call.target is F.dropout2d
+    options: dict[str, Any] = {"drop": p}
+    if channel:
+        options["kind"] = "channel"
+    return Mapped("dropout", options, inputs=[call.x], keeps_layout=True)
+
+
+def read_drop_path(call: Call) -> Mapped:
+    m = call.module
+    assert m is not None
+    mode = getattr(m, "mode", "row")
+    _need(call, mode == "row", f"drops in mode {mode!r}")
+    _need(call, getattr(m, "scale_by_keep", True), "does not scale by keep")
+    p = getattr(m, "p", None)
+    if p is None:
+        p = getattr(m, "drop_prob", 0.0)
+    return Mapped("drop_path", {"drop": float(p)}, inputs=[call.x], keeps_layout=True)
+
+
+# ---------------------------------------------------------------------------- activations
+def _slope(call: Call) -> dict[str, Any]:
+    slope = call.module.negative_slope if call.module else call.arg(1, "negative_slope", 0.01)
+    return {} if slope == 0.01 else {"slope": float(slope)}
+
+
+def _alpha(call: Call) -> dict[str, Any]:
+    alpha = call.module.alpha if call.module else call.arg(1, "alpha", 1.0)
+    return {} if alpha == 1.0 else {"alpha": float(alpha)}
+
+
+def _approximate(call: Call) -> dict[str, Any]:
+    a = call.module.approximate if call.module else call.arg(1, "approximate", "none")
+    return {} if a == "none" else {"approximate": a}
+
+
+def read_relu6(call: Call) -> Mapped | None:
+    m = call.module
+    if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) != (0.0, 6.0):
+        return None  # a Hardtanh of other bounds: no kind
+    return Mapped("relu6", inputs=[call.x], keeps_layout=True)
+
+
+def read_softmax(call: Call) -> Mapped:
+    x = call.x
+    dim = call.module.dim if call.module else call.arg(1, "dim")
+    rank = len(x.shape) + 1
+    _need(call, x.layout == CANONICAL and dim is not None and dim % rank == 1,
+          f"normalises over dim {dim} of a {_described(x)} tensor")
+    return Mapped("softmax", inputs=[x])
+
+
+def read_prelu(call: Call) -> Mapped:
+    m = call.module
+    assert isinstance(m, nn.PReLU)
+    x = call.x
+    options: dict[str, Any] = {}
+    if m.num_parameters > 1:
+        _need(call, x.layout == CANONICAL, "has one slope per channel of a permuted tensor")
+        options["per_channel"] = True
+    init = _uniform(m.weight, 0.25)
+    if init != 0.25:
+        options["init"] = init
+    return Mapped("prelu", options, _weights(call, "weight"), inputs=[x],
+                  keeps_layout=not options.get("per_channel"))
+
+
+# ---------------------------------------------------------------------------- pools
+def _window(call: Call, names: Sequence[str]) -> dict[str, Any]:
+    """A pool's window options from its module or its function's arguments."""
+    m = call.module
+    get = (lambda i, n, d: getattr(m, n)) if m is not None else call.arg
+    k = _one(get(1, names[0], None))
+    stride = get(2, names[1], None)
+    stride = k if stride is None or stride == [] or stride == () else _one(stride)
+    options: dict[str, Any] = {"k": k}
+    if stride != k:
+        options["stride"] = stride
+    pad = _one(get(3, names[2], 0))
+    if pad != 0:
+        options["pad"] = pad
+    return options
+
+
+def read_maxpool(call: Call) -> Mapped:
+    _image(call)
+    options = _window(call, ("kernel_size", "stride", "padding"))
+    m = call.module
+    dilation = _one(m.dilation if m is not None else call.arg(4, "dilation", 1))
+    ceil = m.ceil_mode if m is not None else call.arg(5, "ceil_mode", False)
+    indices = m.return_indices if m is not None else call.arg(6, "return_indices", False)
+    _need(call, not indices, "returns indices")
+    if dilation != 1:
+        options["dilation"] = dilation
+    if ceil:
+        options["ceil"] = True
+    return Mapped("maxpool", options)
+
+
+def read_avgpool(call: Call) -> Mapped:
+    _image(call)
+    options = _window(call, ("kernel_size", "stride", "padding"))
+    m = call.module
+    ceil = m.ceil_mode if m is not None else call.arg(4, "ceil_mode", False)
+    count = m.count_include_pad if m is not None else call.arg(5, "count_include_pad", True)
+    divisor = m.divisor_override if m is not None else call.arg(6, "divisor_override")
+    _need(call, divisor is None, "divides by a fixed number")
+    if ceil:
+        options["ceil"] = True
+    if not count:
+        options["count_pad"] = False
+    return Mapped("avgpool", options)
+
+
+def _adaptive_size(call: Call) -> tuple[int, int]:
+    size = call.module.output_size if call.module is not None else call.arg(1, "output_size")
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    _need(call, None not in size, "keeps an axis's size (None)")
+    return (int(size[0]), int(size[1]))
+
+
+def read_global_avgpool(call: Call) -> Mapped | None:
+    if call.target in (torch.mean, "mean"):
+        x = call.x
+        dims = call.arg(1, "dim")
+        keep = call.arg(2, "keepdim", False)
+        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        if x.layout != CANONICAL or len(x.shape) != 3 or {d % 4 for d in dims} != {2, 3}:
+            return None
+        c = x.shape[0]
+        return Mapped("global_avgpool", inputs=[x], view=None if keep else (1, c))
+    _image(call)
+    return Mapped("global_avgpool") if _adaptive_size(call) == (1, 1) else None
+
+
+def read_adaptive_avgpool(call: Call) -> Mapped | None:
+    _image(call)
+    size = _adaptive_size(call)
+    if size == (1, 1):
+        return None  # global_avgpool's
+    return Mapped("adaptive_avgpool", {"size": _one(size)})
+
+
+# ---------------------------------------------------------------------------- reshapes
+def movement_flatten(index: torch.Tensor, source: Shape) -> dict[str, Any] | None:
+    """A view of a [C, H, W] map as [C·H·W] features, in order."""
+    if len(source) != 3 or tuple(index.shape) != (1, index.numel()):
+        return None
+    return {} if bool((index.flatten() == torch.arange(index.numel())).all()) else None
+
+
+def movement_shuffle(index: torch.Tensor, source: Shape) -> dict[str, Any] | None:
+    """ShuffleNet's view → transpose → view, in any spelling: the channels, seen as
+    [groups, C/groups], transposed."""
+    if len(source) != 3 or tuple(index.shape) != (1, *source):
+        return None
+    c = source[0]
+    base = torch.arange(index.numel()).view(1, *source)
+    for g in range(2, c):
+        if c % g == 0:
+            shuffled = base.view(1, g, c // g, *source[1:]).transpose(1, 2).reshape(base.shape)
+            if torch.equal(index, shuffled):
+                return {"groups": g}
+    return None
+
+
+def read_shuffle(call: Call) -> Mapped:
+    _image(call)
+    groups = call.module.groups if call.module is not None else call.arg(1, "groups")
+    return Mapped("shuffle", {"groups": int(groups)})
+
+
+def read_upsample(call: Call) -> Mapped:
+    x = _image(call)
+    m = call.module
+    if m is not None:
+        size, scale, mode, corners = m.size, m.scale_factor, m.mode, m.align_corners
+    else:
+        size, scale = call.arg(1, "size"), call.arg(2, "scale_factor")
+        mode, corners = call.arg(3, "mode", "nearest"), call.arg(4, "align_corners")
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        ratios = {s / n for s, n in zip(size, x.shape[1:], strict=True)}
+        _need(call, len(ratios) == 1, f"resizes to {list(size)}, not by one scale")
+        scale = ratios.pop()
+    scale = scale[0] if isinstance(scale, list | tuple) and len(set(scale)) == 1 else scale
+    _need(call, isinstance(scale, int | float) and float(scale).is_integer(),
+          f"resizes by {scale}")
+    _need(call, mode in ("nearest", "bilinear") and not corners,
+          f"interpolates in mode {mode!r}" + (" with align_corners" if corners else ""))
+    options: dict[str, Any] = {"scale": int(scale)}
+    if mode != "nearest":
+        options["mode"] = mode
+    return Mapped("upsample", options)
+
+
+# ---------------------------------------------------------------------------- merges
+def _tensor_pair(call: Call) -> tuple[In, In] | None:
+    a, b = call.arg(0, "input"), call.arg(1, "other")
+    if not (isinstance(a, In) and isinstance(b, In)):
+        return None
+    return a, b
+
+
+def read_add(call: Call) -> Mapped | None:
+    pair = _tensor_pair(call)
+    if pair is None or any(t.is_param for t in pair):
+        return None
+    _need(call, call.arg(2, "alpha", 1) == 1, "scales its second term")
+    a, b = pair
+    _need(call, a.shape == b.shape and a.layout == b.layout,
+          f"adds {list(a.shape)} to {list(b.shape)} (netspec's add needs equal shapes)")
+    return Mapped("add", inputs=[a, b], keeps_layout=True)
+
+
+def read_mul(call: Call) -> Mapped | None:
+    pair = _tensor_pair(call)
+    if pair is None or any(t.is_param for t in pair):
+        return None
+    a, b = pair
+    _need(call, a.layout == b.layout == CANONICAL, "multiplies permuted tensors")
+    return Mapped("mul", inputs=[a, b])
+
+
+def read_concat(call: Call) -> Mapped:
+    xs = list(call.arg(0, "tensors"))
+    dim = call.arg(1, "dim", 0)
+    rank = len(xs[0].shape) + 1
+    _need(call, all(isinstance(x, In) and x.layout == CANONICAL for x in xs)
+          and dim % rank == 1, f"joins along dim {dim}")
+    return Mapped("concat", inputs=xs)
+
+
+def read_split(call: Call) -> Mapped:
+    x = call.x
+    rank = len(x.shape) + 1
+    dim = call.arg(2 if call.target is not operator.getitem else 1, "dim", 0)
+    _need(call, x.layout == CANONICAL and dim % rank == 1, f"splits along dim {dim}")
+    c = x.shape[0]
+    name = call.target if isinstance(call.target, str) else call.target.__name__
+    if name == "chunk":
+        n = int(call.arg(1, "chunks"))
+        size = -(-c // n)
+        sizes = [min(size, c - i) for i in range(0, c, size)]
+    else:
+        how = call.arg(1, "split_size_or_sections")
+        if how is None:
+            how = call.arg(1, "split_size")
+        if isinstance(how, int):
+            sizes = [min(how, c - i) for i in range(0, c, how)]
+        else:
+            sizes = [int(s) for s in how]
+    options = {"parts": len(sizes)} if len(set(sizes)) == 1 else {"sizes": sizes}
+    return Mapped("split", options, inputs=[x], parts=sizes)
+
+
+# ---------------------------------------------------------------------------- others
+def read_layer_scale(call: Call) -> Mapped | None:
+    """``γ * x`` with γ a parameter of one value per channel."""
+    if call.module is not None:  # timm's LayerScale / LayerScale2d modules
+        gamma = call.module.gamma
+        x = call.x
+        source = f"{call.path}.gamma"
+    else:
+        pair = _tensor_pair(call)
+        if pair is None or [t.is_param for t in pair].count(True) != 1:
+            return None
+        g, x = pair if pair[0].is_param else pair[::-1]
+        gamma, source = g.value, g.param
+    assert gamma is not None and source is not None
+    c = x.shape[0]
+    fits = (gamma.numel() == c and (
+        (x.layout == CANONICAL and len(x.shape) == 3 and gamma.shape in ((c, 1, 1), (1, c, 1, 1)))
+        or (x.layout == CHANNELS_LAST and gamma.shape == (c,))
+        or (x.layout == CANONICAL and len(x.shape) == 1 and gamma.shape == (c,))))
+    if call.module is not None and len(x.shape) == 3 and x.layout == CANONICAL:
+        fits = gamma.shape == (c,)  # LayerScale2d views γ as [1, C, 1, 1]
+    _need(call, fits, f"multiplies by a parameter of shape {list(gamma.shape)}")
+    options: dict[str, Any] = {}
+    init = _uniform(gamma, 1e-6)
+    if init != 1e-6:
+        options["init"] = init
+    if call.module is None and pair[0 if pair[0].is_param else 1].param_first:
+        options["register_first"] = True
+    return Mapped("layer_scale", options, {"weight": source}, inputs=[x], keeps_layout=True)
+
+
+def read_dfl(call: Call) -> Mapped:
+    m = call.module
+    assert m is not None
+    _image(call)
+    return Mapped("dfl", {"bins": int(m.c1)}, {"weight": f"{call.path}.conv.weight"})
+
+
+READERS: dict[str, Reader] = {
+    "conv": Reader(modules=(qualname(nn.Conv2d),), read=read_conv),
+    "conv_transpose": Reader(modules=(qualname(nn.ConvTranspose2d),), read=read_conv_transpose),
+    "linear": Reader(modules=(qualname(nn.Linear),), read=read_linear),
+    "batchnorm": Reader(modules=(qualname(nn.modules.batchnorm._BatchNorm),
+                                 qualname(nn.SyncBatchNorm)), read=read_batchnorm),
+    "layernorm": Reader(modules=(qualname(nn.LayerNorm), *LAYERNORM2D), read=read_layernorm),
+    "instancenorm": Reader(modules=(qualname(nn.modules.instancenorm._InstanceNorm),),
+                           read=read_instancenorm),
+    "groupnorm": Reader(modules=(qualname(nn.GroupNorm),), read=read_groupnorm),
+    "rmsnorm": Reader(modules=("torch.nn.modules.normalization.RMSNorm",), read=read_rmsnorm),
+    "dropout": Reader(modules=(qualname(nn.Dropout), qualname(nn.Dropout2d)),
+                      functions=(F.dropout, F.dropout2d), read=read_dropout),
+    "drop_path": Reader(modules=("torchvision.ops.stochastic_depth.StochasticDepth",
+                                 "timm.layers.drop.DropPath"), read=read_drop_path),
+    "relu": Reader(modules=(qualname(nn.ReLU),), functions=(F.relu, torch.relu, F.relu_),
+                   methods=("relu", "relu_"), read=_elementwise("relu")),
+    "relu6": Reader(modules=(qualname(nn.Hardtanh),), functions=(F.relu6,), read=read_relu6),
+    "gelu": Reader(modules=(qualname(nn.GELU),), functions=(F.gelu,),
+                   read=_elementwise("gelu", _approximate)),
+    "silu": Reader(modules=(qualname(nn.SiLU),), functions=(F.silu,),
+                   read=_elementwise("silu")),
+    "sigmoid": Reader(modules=(qualname(nn.Sigmoid),),
+                      functions=(torch.sigmoid, F.sigmoid), methods=("sigmoid", "sigmoid_"),
+                      read=_elementwise("sigmoid")),
+    "tanh": Reader(modules=(qualname(nn.Tanh),), functions=(torch.tanh, F.tanh),
+                   methods=("tanh",), read=_elementwise("tanh")),
+    "leaky_relu": Reader(modules=(qualname(nn.LeakyReLU),), functions=(F.leaky_relu,),
+                         read=_elementwise("leaky_relu", _slope)),
+    "hardswish": Reader(modules=(qualname(nn.Hardswish),), functions=(F.hardswish,),
+                        read=_elementwise("hardswish")),
+    "hardsigmoid": Reader(modules=(qualname(nn.Hardsigmoid),), functions=(F.hardsigmoid,),
+                          read=_elementwise("hardsigmoid")),
+    "mish": Reader(modules=(qualname(nn.Mish),), functions=(F.mish,),
+                   read=_elementwise("mish")),
+    "elu": Reader(modules=(qualname(nn.ELU),), functions=(F.elu,),
+                  read=_elementwise("elu", _alpha)),
+    "softmax": Reader(modules=(qualname(nn.Softmax),), functions=(F.softmax, torch.softmax),
+                      methods=("softmax",), read=read_softmax),
+    "prelu": Reader(modules=(qualname(nn.PReLU),), read=read_prelu),
+    "shuffle": Reader(modules=(qualname(nn.ChannelShuffle),),
+                      functions=(F.channel_shuffle, torch.channel_shuffle),
+                      read=read_shuffle, movement=movement_shuffle),
+    "layer_scale": Reader(modules=("timm.layers.layer_scale.LayerScale",
+                                   "timm.layers.layer_scale.LayerScale2d"),
+                          functions=(operator.mul, torch.mul), methods=("mul",),
+                          read=read_layer_scale),
+    "dfl": Reader(modules=("ultralytics.nn.modules.block.DFL",), read=read_dfl),
+    "maxpool": Reader(modules=(qualname(nn.MaxPool2d),), functions=(F.max_pool2d,),
+                      read=read_maxpool),
+    "avgpool": Reader(modules=(qualname(nn.AvgPool2d),), functions=(F.avg_pool2d,),
+                      read=read_avgpool),
+    "adaptive_avgpool": Reader(modules=(qualname(nn.AdaptiveAvgPool2d),),
+                               functions=(F.adaptive_avg_pool2d,), read=read_adaptive_avgpool),
+    # before adaptive_avgpool in the claims of AdaptiveAvgPool2d: a 1×1 one is global
+    "global_avgpool": Reader(modules=(qualname(nn.AdaptiveAvgPool2d),),
+                             functions=(F.adaptive_avg_pool2d, torch.mean), methods=("mean",),
+                             read=read_global_avgpool),
+    "flatten": Reader(movement=movement_flatten),
+    "upsample": Reader(modules=(qualname(nn.Upsample),), functions=(F.interpolate,),
+                       read=read_upsample),
+    "add": Reader(functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),
+                  read=read_add),
+    "concat": Reader(functions=(torch.cat, torch.concat), read=read_concat),
+    "mul": Reader(functions=(operator.mul, torch.mul), methods=("mul",), read=read_mul),
+    "split": Reader(functions=(torch.chunk, torch.split), methods=("chunk", "split"),
+                    read=read_split),
+}

@@ -1,0 +1,510 @@
+"""A PyTorch module → the flat net of netspec layers (``netspec import``).
+
+torch.fx traces the module symbolically (docs/architecture.md says why fx and not
+torch.export): the modules some kind claims (netspec/backends/torch/readers.py) stay
+leaves, everything else is traced through to functions and tensor methods. Then an
+interpreter walks the fx graph once, in order:
+
+- a leaf module, function or method some reader claims becomes a netspec layer, with its
+  options, the source tensors of its weights and the module scopes around it;
+- arithmetic on sizes (``x.size(1) // 2``) is computed, since every shape is known;
+- a view (view, reshape, permute, transpose, flatten, contiguous…) changes no value, only
+  where values sit: it is applied to an *index map* — the positions of the source tensor's
+  values — and the layer kinds that only move values (flatten, shuffle) recognise
+  themselves in it, whatever code spelled them. A map that is ConvNeXt's channels-last
+  permute stays pending for the layers that read channels-last data (a Linear or a
+  LayerNorm over the channels) until it is permuted back.
+
+Anything else is refused in one line naming the module path and the operation.
+"""
+
+from __future__ import annotations
+
+import builtins
+import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from netspec.backends.torch.readers import (
+    CANONICAL,
+    CHANNELS_LAST,
+    OTHER,
+    READERS,
+    Call,
+    In,
+    Mapped,
+    Reader,
+    behaviour_class,
+    qualname,
+)
+from netspec.importer.flat import INPUT_ID, FlatNet, FlatNode, ScopeRef, Unmappable, validated
+from netspec.kinds import Shape, ShapeError, fmt_shape
+
+#: modules that pass their input through unchanged
+_IDENTITY_MODULES = (nn.Identity,)
+#: functions and methods that only move values (or change nothing): run on index maps
+_MOVEMENT_FUNCTIONS = {torch.permute, torch.transpose, torch.reshape, torch.flatten,
+                       torch.squeeze, torch.unsqueeze, torch.t, torch.swapaxes,
+                       torch.movedim, torch.narrow}
+_MOVEMENT_METHODS = {"permute", "transpose", "view", "reshape", "flatten", "contiguous",
+                     "squeeze", "unsqueeze", "t", "swapaxes", "movedim", "clone", "detach",
+                     "view_as", "reshape_as", "narrow"}
+#: methods and attributes that read a tensor's size
+_SIZE_METHODS = {"size", "dim", "numel", "ndimension"}
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+@dataclass
+class _Value:
+    """A traced tensor: the flat node whose output it is a view of, and where its values
+    sit (an index map into that output, batch axis first; None: exactly that output)."""
+
+    node: int
+    shape: Shape
+    index: torch.Tensor | None = None
+
+    @property
+    def torch_shape(self) -> tuple[int, ...]:
+        return (1, *self.shape) if self.index is None else tuple(self.index.shape)
+
+    def indices(self) -> torch.Tensor:
+        if self.index is not None:
+            return self.index
+        return torch.arange(_numel(self.shape)).view(1, *self.shape)
+
+
+@dataclass
+class _Param:
+    """A parameter or buffer the code reads directly (``self.layer_scale * x``)."""
+
+    name: str
+    value: torch.Tensor
+    first: bool = False
+
+
+def _numel(shape: Shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+# ---------------------------------------------------------------------------- dispatch
+def _index() -> tuple[dict[str, list[tuple[str, Reader]]], dict[Any, list[tuple[str, Reader]]],
+                      dict[str, list[tuple[str, Reader]]]]:
+    by_module: dict[str, list[tuple[str, Reader]]] = {}
+    by_function: dict[Any, list[tuple[str, Reader]]] = {}
+    by_method: dict[str, list[tuple[str, Reader]]] = {}
+    for op, reader in READERS.items():
+        for name in reader.modules:
+            by_module.setdefault(name, []).append((op, reader))
+        for fn in reader.functions:
+            by_function.setdefault(fn, []).append((op, reader))
+        for m in reader.methods:
+            by_method.setdefault(m, []).append((op, reader))
+    return by_module, by_function, by_method
+
+
+BY_MODULE, BY_FUNCTION, BY_METHOD = _index()
+MOVEMENT_READERS = [(op, r) for op, r in READERS.items() if r.movement is not None]
+
+
+def claimed(module: nn.Module) -> bool:
+    return qualname(behaviour_class(module)) in BY_MODULE
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer with the claimed modules as leaves, and the path of the module being
+    traced kept for a message when tracing fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: list[str] = []
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if claimed(m) or isinstance(m, (*_IDENTITY_MODULES, nn.Flatten)):
+            return True
+        if isinstance(m, _CONTAINERS):
+            return False
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
+        self.where.append(self.path_of_module(m))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.where.pop()
+
+
+def trace(module: nn.Module, name: str) -> fx.GraphModule:
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(module)
+    except Unmappable:
+        raise
+    except Exception as e:  # fx raises TraceError, TypeError, AttributeError… on dynamic code
+        where = tracer.where[-1] if tracer.where else name
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise Unmappable(f"{where or name}: cannot be traced by torch.fx ({reason[:200]}); "
+                         "netspec imports modules whose forward does not depend on the "
+                         "values of its input") from None
+    return fx.GraphModule(module, graph, name)
+
+
+# ---------------------------------------------------------------------------- interpreter
+class _Interpreter:
+    def __init__(self, root: nn.Module, gm: fx.GraphModule, name: str, origin: str,
+                 input_shape: Shape) -> None:
+        self.root = root
+        self.gm = gm
+        self.input_shape = input_shape
+        self.net = FlatNet(name, origin, input_shape, [], ())
+        self.values: dict[fx.Node, Any] = {}
+        self.shapes: dict[int, Shape] = {INPUT_ID: input_shape}
+        self.called: dict[str, str] = {}  # module path → the fx node that called it
+        self.splits = 0
+        self.where = name
+
+    # -------------------------------------------------------------- values
+    def _layout(self, v: _Value) -> str:
+        if v.index is None:
+            return CANONICAL
+        if len(v.shape) == 3 and tuple(v.index.shape) == (1, v.shape[1], v.shape[2], v.shape[0]):
+            base = torch.arange(_numel(v.shape)).view(1, *v.shape).permute(0, 2, 3, 1)
+            if torch.equal(v.index, base):
+                return CHANNELS_LAST
+        return OTHER
+
+    def _settle(self, v: _Value, fx_node: fx.Node) -> _Value:
+        """After a view: the identity is the tensor itself; a view that a moving kind
+        recognises becomes that layer; anything else stays pending."""
+        if v.index is None:
+            return v
+        if tuple(v.index.shape) == (1, *v.shape) and torch.equal(
+                v.index.flatten(), torch.arange(v.index.numel())):
+            return _Value(v.node, v.shape)
+        for op, reader in MOVEMENT_READERS:
+            assert reader.movement is not None
+            options = reader.movement(v.index, v.shape)
+            if options is not None:
+                kind = validated_kind(op)
+                return self._add(fx_node, Mapped(kind, options), [_Value(v.node, v.shape)])
+        return v
+
+    def _as_in(self, a: Any) -> Any:
+        if isinstance(a, _Value):
+            return In(a.shape, self._layout(a))
+        if isinstance(a, _Param):
+            return In(tuple(a.value.shape), CANONICAL, a.name, a.value, a.first)
+        if isinstance(a, list | tuple):
+            return type(a)(self._as_in(x) for x in a)
+        if isinstance(a, dict):
+            return {k: self._as_in(x) for k, x in a.items()}
+        return a
+
+    # -------------------------------------------------------------- nodes
+    def run(self) -> FlatNet:
+        for node in self.gm.graph.nodes:
+            self.where = self._path(node)
+            self.values[node] = self._node(node)
+        return self.net
+
+    def _node(self, node: fx.Node) -> Any:
+        if node.op == "placeholder":
+            if self.values:
+                raise Unmappable(f"{self.net.name}: forward takes more than one input "
+                                 f"('{node.target}'); netspec networks take one")
+            return _Value(INPUT_ID, self.input_shape)
+        if node.op == "get_attr":
+            value = _attr(self.root, str(node.target))
+            if not isinstance(value, torch.Tensor):
+                return value
+            owner = self.root.get_submodule(str(node.target).rpartition(".")[0])
+            first = any(True for c in owner.children() for _ in c.parameters())
+            return _Param(str(node.target), value, first)
+        args = fx.node.map_arg(node.args, self.values.__getitem__)
+        kwargs = fx.node.map_arg(node.kwargs, self.values.__getitem__)
+        if node.op == "output":
+            self._outputs(args[0])
+            return None
+        if node.op == "call_module":
+            return self._module(node, args, kwargs)
+        return self._function(node, args, kwargs)
+
+    def _path(self, node: fx.Node) -> str:
+        if node.op == "call_module":
+            return str(node.target)
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            return str(list(stack.values())[-1][0])
+        return self.net.name
+
+    def _scopes(self, node: fx.Node) -> tuple[ScopeRef, ...]:
+        out = []
+        for path, _cls in (node.meta.get("nn_module_stack") or {}).values():
+            path = str(path)
+            if node.op == "call_module" and path == node.target:
+                continue  # the layer itself
+            module = self.root.get_submodule(path)
+            cls = behaviour_class(module)
+            container = isinstance(module, _CONTAINERS) and cls in (
+                nn.Sequential, nn.ModuleList, nn.ModuleDict)
+            out.append(ScopeRef(path, qualname(cls), container))
+        return tuple(out)
+
+    def _module(self, node: fx.Node, args: tuple, kwargs: dict) -> Any:
+        path = str(node.target)
+        module = self.root.get_submodule(path)
+        if isinstance(module, _IDENTITY_MODULES):
+            return args[0]
+        if isinstance(module, nn.Flatten):
+            return self._move(node, lambda t: t.flatten(module.start_dim, module.end_dim),
+                              args[0])
+        if any(True for _ in module.parameters(recurse=False)) and path in self.called:
+            raise Unmappable(f"{path}: called more than once, sharing its weights; a netspec "
+                             "layer owns its weights")
+        self.called[path] = node.name
+        call = Call(path, module, None, self._as_in(args), self._as_in(kwargs))
+        readers = BY_MODULE.get(qualname(behaviour_class(module)), [])
+        return self._read(node, call, readers, args, kwargs,
+                          f"{type(module).__name__} has no netspec kind")
+
+    def _function(self, node: fx.Node, args: tuple, kwargs: dict) -> Any:
+        target = node.target
+        tracked = _has_tracked((args, kwargs))
+        if node.op == "call_method":
+            name = str(target)
+            if not tracked:
+                return getattr(args[0], name)(*args[1:], **kwargs)
+            if isinstance(args[0], _Value):
+                if name in _SIZE_METHODS:
+                    return getattr(torch.empty(args[0].torch_shape, device="meta"),
+                                   name)(*args[1:], **kwargs)
+                if name in _MOVEMENT_METHODS:
+                    return self._move(node, lambda t: getattr(t, name)(*args[1:], **kwargs),
+                                      args[0])
+                if name == "__getitem__":
+                    return self._getitem(node, args[0], args[1])
+            readers = BY_METHOD.get(name, [])
+            call = Call(self.where, None, name, self._as_in(args), self._as_in(kwargs))
+            return self._read(node, call, readers, args, kwargs,
+                              f"tensor method .{name}() has no netspec kind")
+        if target is builtins.getattr and isinstance(args[0], _Value):
+            meta = torch.empty(args[0].torch_shape, device="meta")
+            return getattr(meta, args[1])
+        if target is operator.getitem:
+            if isinstance(args[0], _Value):
+                return self._getitem(node, args[0], args[1])
+            return args[0][args[1]]
+        if not tracked:
+            return target(*args, **kwargs)  # arithmetic on sizes and constants
+        if target in _MOVEMENT_FUNCTIONS and isinstance(args[0], _Value):
+            return self._move(node, lambda t: target(t, *args[1:], **kwargs), args[0])
+        if target in (torch.cat, torch.concat):
+            parts = list(kwargs.get("tensors", args[0]))
+            if len(parts) == 1:
+                return parts[0]  # torch.cat of one tensor: that tensor (DenseNet's first)
+        readers = BY_FUNCTION.get(target, [])
+        call = Call(self.where, None, target, self._as_in(args), self._as_in(kwargs))
+        what = getattr(target, "__name__", str(target))
+        return self._read(node, call, readers, args, kwargs, f"{what} has no netspec kind")
+
+    def _getitem(self, node: fx.Node, v: _Value, index: Any) -> Any:
+        return self._move(node, lambda t: t[index], v)
+
+    def _move(self, node: fx.Node, move: Any, v: Any) -> Any:
+        if not isinstance(v, _Value):
+            raise Unmappable(f"{self.where}: {node.target} of a parameter has no netspec kind")
+        try:
+            index = move(v.indices())
+        except (RuntimeError, IndexError, TypeError) as e:
+            raise Unmappable(f"{self.where}: {node.target}: {str(e).splitlines()[0]}") from None
+        if not isinstance(index, torch.Tensor) or index.dim() == 0 or index.shape[0] != 1:
+            raise Unmappable(f"{self.where}: {node.target} mixes the batch axis with the "
+                             "others; netspec layers keep it apart")
+        return self._settle(_Value(v.node, v.shape, index), node)
+
+    def _read(self, node: fx.Node, call: Call, readers: list[tuple[str, Reader]], args: tuple,
+              kwargs: dict, refusal: str) -> Any:
+        for _op, reader in readers:
+            assert reader.read is not None
+            mapped = reader.read(call)
+            if mapped is not None:
+                return self._mapped(node, call, mapped, args, kwargs)
+        raise Unmappable(f"{call.path}: {refusal}")
+
+    def _mapped(self, node: fx.Node, call: Call, mapped: Mapped, args: tuple,
+                kwargs: dict) -> Any:
+        values = _tracked((args, kwargs))
+        if mapped.inputs is None:
+            inputs = [v for v in values if isinstance(v, _Value)]
+        else:
+            lookup = {id(i): v for i, v in zip(_ins(call), values, strict=True)}
+            inputs = [lookup[id(i)] for i in mapped.inputs]
+        if mapped.parts is not None:
+            return self._split(node, mapped, inputs[0])
+        return self._add(node, mapped, inputs)
+
+    def _add(self, node: fx.Node, mapped: Mapped, inputs: list[_Value]) -> _Value:
+        layouts = {self._layout(v) for v in inputs}
+        if not mapped.keeps_layout and layouts - {CANONICAL}:
+            raise Unmappable(f"{self.where}: {mapped.kind} reads a reshaped tensor")
+        if len({None if v.index is None else v.index.data_ptr() for v in inputs}) > 1 and any(
+                not torch.equal(v.indices(), inputs[0].indices()) for v in inputs):
+            raise Unmappable(f"{self.where}: {mapped.kind} of tensors in different layouts")
+        flat = self._node_for(node, mapped, inputs)
+        layout = layouts.pop() if layouts else CANONICAL
+        out = _Value(flat.id, flat.shape)
+        if mapped.view is not None:
+            out.index = torch.arange(_numel(flat.shape)).view(mapped.view)
+            return self._settle(out, node)
+        if layout == CHANNELS_LAST:
+            out.index = out.indices().permute(0, 2, 3, 1)
+        elif layout == OTHER:
+            if flat.shape != inputs[0].shape:
+                raise Unmappable(f"{self.where}: {mapped.kind} changes the shape of a "
+                                 "reshaped tensor")
+            out.index = inputs[0].index
+        return out
+
+    def _node_for(self, node: fx.Node, mapped: Mapped, inputs: list[_Value],
+                  split: tuple[int, int] | None = None) -> FlatNode:
+        in_shapes = [self.shapes[v.node] for v in inputs]
+        try:
+            args = validated(mapped.kind, mapped.options)
+            if split is not None:
+                args = args.part(split[1])  # type: ignore[attr-defined]
+            shape = args.out_shape(in_shapes)
+        except (ShapeError, ValueError) as e:
+            raise Unmappable(f"{self.where}: {mapped.kind} {mapped.options}: "
+                             f"{str(e).splitlines()[0]}") from None
+        flat = FlatNode(len(self.net.nodes), mapped.kind, dict(mapped.options),
+                        tuple(v.node for v in inputs), self.where, self._scopes(node),
+                        dict(mapped.tensors), split[0] if split else None,
+                        split[1] if split else None, shape, args)
+        self._check_tensors(flat, in_shapes)
+        self.net.nodes.append(flat)
+        self.shapes[flat.id] = shape
+        return flat
+
+    def _split(self, node: fx.Node, mapped: Mapped, x: _Value) -> tuple[_Value, ...]:
+        self.splits += 1
+        parts = []
+        for i in range(len(mapped.parts or ())):
+            flat = self._node_for(node, mapped, [x], (self.splits, i))
+            parts.append(_Value(flat.id, flat.shape))
+        return tuple(parts)
+
+    def _check_tensors(self, flat: FlatNode, in_shapes: list[Shape]) -> None:
+        assert flat.args is not None
+        want = {**flat.args.param_shapes(in_shapes), **flat.args.buffer_shapes(in_shapes)}
+        for name, shape in want.items():
+            source = flat.tensors.get(name)
+            value = _attr(self.root, source) if source else None
+            if not isinstance(value, torch.Tensor) or value.numel() != _numel(shape):
+                got = "none" if value is None else fmt_shape(tuple(value.shape))
+                raise Unmappable(f"{self.where}: {flat.kind} needs a {name} of "
+                                 f"{fmt_shape(shape)}; the source has {got}")
+        flat.tensors = {n: s for n, s in flat.tensors.items() if n in want}
+
+    def _outputs(self, out: Any) -> None:
+        outs = list(out) if isinstance(out, list | tuple) else [out]
+        if isinstance(out, dict):
+            outs = list(out.values())
+        ids = []
+        for v in outs:
+            if not isinstance(v, _Value):
+                raise Unmappable(f"{self.net.name}: an output is not a tensor computed "
+                                 "from the input")
+            if self._layout(v) != CANONICAL:
+                raise Unmappable(f"{self.net.name}: an output of shape "
+                                 f"{list(v.torch_shape[1:])} is a reshaped view netspec "
+                                 "has no layer for")
+            ids.append(v.node)
+        self.net.outputs = tuple(ids)
+
+
+def validated_kind(op: str) -> str:
+    """The spec kind that writes op (``batchnorm`` → ``norm``)."""
+    from netspec.kinds import OPS
+    return OPS[op].spec_kind
+
+
+def _attr(root: nn.Module, name: str) -> Any:
+    obj: Any = root
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _has_tracked(tree: Any) -> bool:
+    return bool(_tracked(tree))
+
+
+def _tracked(tree: Any) -> list[Any]:
+    """The traced tensors and read parameters in an argument tree, in order."""
+    out: list[Any] = []
+
+    def walk(a: Any) -> None:
+        if isinstance(a, _Value | _Param):
+            out.append(a)
+        elif isinstance(a, list | tuple):
+            for x in a:
+                walk(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                walk(x)
+    walk(tree)
+    return out
+
+
+def _ins(call: Call) -> list[In]:
+    out: list[In] = []
+
+    def walk(a: Any) -> None:
+        if isinstance(a, In):
+            out.append(a)
+        elif isinstance(a, list | tuple):
+            for x in a:
+                walk(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                walk(x)
+    walk((call.args, call.kwargs))
+    return out
+
+
+@contextmanager
+def _eval(module: nn.Module) -> Iterator[None]:
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
+
+
+def flatten_module(module: nn.Module, name: str, origin: str, input_shape: Shape) -> FlatNet:
+    """The module, traced in eval mode, as a flat net of netspec layers."""
+    params = {n: p.numel() for n, p in module.named_parameters()}
+    with _eval(module), torch.no_grad():
+        gm = trace(module, name)
+        reader = _Interpreter(module, gm, name, origin, input_shape)
+        try:
+            net = reader.run()
+        except Unmappable as e:
+            # how far it got: the parameters of the layers read before the refusal
+            used = {t for n in reader.net.nodes for t in n.tensors.values()}
+            covered = sum(v for k, v in params.items() if k in used)
+            total = sum(params.values())
+            share = f" ({covered / total:.1%})" if total else ""
+            raise Unmappable(f"{e} — the layers before it cover {covered:,} of the "
+                             f"{total:,} parameters{share}") from None
+    net.source_params = params
+    net.source_tensors = dict(module.state_dict(keep_vars=False))
+    return net
