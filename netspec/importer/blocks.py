@@ -17,6 +17,7 @@ stride, ``2 - min($i, 1)``).
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -160,7 +161,11 @@ def _depth(items: Sequence[Item], d: int = 0) -> dict[int, int]:
 
 
 def _snake(cls: str) -> str:
-    name = cls.rpartition(".")[2].lstrip("_")
+    """A block's name from its class (``Bottleneck`` → ``bottleneck``; an ONNX scope's
+    ``layer#.#`` → ``layer``)."""
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", cls.rpartition(":")[2].rpartition(".")[2]
+                       ) or re.findall(r"[A-Za-z_][A-Za-z0-9_]*", cls.rpartition(":")[2])
+    name = (words[-1] if words else "block").lstrip("_")
     out = []
     for i, ch in enumerate(name):
         if ch.isupper() and i and (not name[i - 1].isupper() or (
@@ -321,16 +326,17 @@ def _over_i(v: list[Any]) -> Any:
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
         return None
     step = v[1] - v[0]
-    if all(b - a == step for a, b in itertools.pairwise(v)):
-        i = "$i" if step == 1 else f"{step} * $i" if step > 0 else f"{v[0]} - {-step} * $i"
-        if step < 0:
-            return i
+    arithmetic = all(b - a == step for a, b in itertools.pairwise(v))
+    if arithmetic and step > 0:  # a count that grows: "$i + 3"
+        i = "$i" if step == 1 else f"{step} * $i"
         return i if v[0] == 0 else f"{i} + {v[0]}"
-    if len(set(v[1:])) == 1:
+    if len(set(v[1:])) == 1:  # the first copy differs: a stage's stride
         a, b = v[0], v[1]
         d = a - b
         m = "min($i, 1)" if abs(d) == 1 else f"{abs(d)} * min($i, 1)"
         return f"{a} - {m}" if d > 0 else f"{a} + {m}"
+    if arithmetic:
+        return f"{v[0]} - {-step} * $i"
     return None
 
 

@@ -60,6 +60,26 @@ class FlatNode:
         return self.path.rpartition(".")[2]
 
 
+@dataclass
+class Mapped:
+    """A call read as a netspec layer."""
+
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    #: netspec tensor name → the source's name (a module's ``weight`` → its path.weight)
+    tensors: dict[str, str] = field(default_factory=dict)
+    #: the tensors the layer reads, in order (default: the call's tensor arguments that
+    #: are not parameters), as the reader was given them
+    inputs: list[Any] | None = None
+    #: the output keeps the input's layout (an element-wise op, a linear over channels)
+    keeps_layout: bool = False
+    #: torch's output shape with the batch axis, where it differs from netspec's
+    #: (``x.mean((2, 3))`` is netspec's global pool, seen flat)
+    view: tuple[int, ...] | None = None
+    #: a split: the channels of each part, one node each
+    parts: list[int] | None = None
+
+
 def kind_class(kind: str, options: dict[str, Any]) -> type[LayerArgs]:
     """The kind a spec's ``kind: options`` means (a family's member by its ``kind``)."""
     members = FAMILIES[kind]

@@ -68,7 +68,8 @@ def torch_module(graph: Graph, weights: dict[str, np.ndarray]) -> Any:
     module = build(graph)
     state = module.state_dict()
     # BN's step counter plays no part in eval (and files store it as [] or [1])
-    loaded = {k: torch.from_numpy(np.ascontiguousarray(v)).to(state[k].dtype)
+    # a copy: the arrays may be read-only views of a file (torch warns of those)
+    loaded = {k: torch.from_numpy(np.array(v, copy=True)).to(state[k].dtype)
               for k, v in weights.items()
               if k in state and not k.endswith(".num_batches_tracked")}
     missing = [k for k in state if k not in loaded and not k.endswith(".num_batches_tracked")]

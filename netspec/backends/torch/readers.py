@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from netspec.importer.flat import Unmappable
+from netspec.importer import movement
+from netspec.importer.flat import Mapped, Unmappable
 from netspec.kinds import Shape
 from netspec.kinds.conv import Conv
 
@@ -93,26 +94,6 @@ class Call:
         if self.module is not None:
             return type(self.module).__name__
         return getattr(self.target, "__name__", str(self.target))
-
-
-@dataclass
-class Mapped:
-    """A call read as a netspec layer."""
-
-    kind: str
-    options: dict[str, Any] = field(default_factory=dict)
-    #: netspec tensor name → the source's name (a module's ``weight`` → its path.weight)
-    tensors: dict[str, str] = field(default_factory=dict)
-    #: the tensors the layer reads, in order (default: the call's tensor arguments that
-    #: are not parameters)
-    inputs: list[In] | None = None
-    #: the output keeps the input's layout (an element-wise op, a linear over channels)
-    keeps_layout: bool = False
-    #: torch's output shape with the batch axis, where it differs from netspec's
-    #: (``x.mean((2, 3))`` is netspec's global pool, seen flat)
-    view: tuple[int, ...] | None = None
-    #: a split: the channels of each part, one node each
-    parts: list[int] | None = None
 
 
 ReadFn = Callable[[Call], "Mapped | None"]
@@ -523,26 +504,9 @@ def read_adaptive_avgpool(call: Call) -> Mapped | None:
 
 
 # ---------------------------------------------------------------------------- reshapes
-def movement_flatten(index: torch.Tensor, source: Shape) -> dict[str, Any] | None:
-    """A view of a [C, H, W] map as [C·H·W] features, in order."""
-    if len(source) != 3 or tuple(index.shape) != (1, index.numel()):
-        return None
-    return {} if bool((index.flatten() == torch.arange(index.numel())).all()) else None
-
-
-def movement_shuffle(index: torch.Tensor, source: Shape) -> dict[str, Any] | None:
-    """ShuffleNet's view → transpose → view, in any spelling: the channels, seen as
-    [groups, C/groups], transposed."""
-    if len(source) != 3 or tuple(index.shape) != (1, *source):
-        return None
-    c = source[0]
-    base = torch.arange(index.numel()).view(1, *source)
-    for g in range(2, c):
-        if c % g == 0:
-            shuffled = base.view(1, g, c // g, *source[1:]).transpose(1, 2).reshape(base.shape)
-            if torch.equal(index, shuffled):
-                return {"groups": g}
-    return None
+def _on_numpy(recognise: Callable[[np.ndarray, Shape], dict[str, Any] | None]
+              ) -> MovementFn:
+    return lambda index, source: recognise(index.numpy(), source)
 
 
 def read_shuffle(call: Call) -> Mapped:
@@ -715,7 +679,7 @@ READERS: dict[str, Reader] = {
     "prelu": Reader(modules=(qualname(nn.PReLU),), read=read_prelu),
     "shuffle": Reader(modules=(qualname(nn.ChannelShuffle),),
                       functions=(F.channel_shuffle, torch.channel_shuffle),
-                      read=read_shuffle, movement=movement_shuffle),
+                      read=read_shuffle, movement=_on_numpy(movement.shuffle)),
     "layer_scale": Reader(modules=("timm.layers.layer_scale.LayerScale",
                                    "timm.layers.layer_scale.LayerScale2d"),
                           functions=(operator.mul, torch.mul), methods=("mul",),
@@ -731,7 +695,7 @@ READERS: dict[str, Reader] = {
     "global_avgpool": Reader(modules=(qualname(nn.AdaptiveAvgPool2d),),
                              functions=(F.adaptive_avg_pool2d, torch.mean), methods=("mean",),
                              read=read_global_avgpool),
-    "flatten": Reader(movement=movement_flatten),
+    "flatten": Reader(movement=_on_numpy(movement.flatten)),
     "upsample": Reader(modules=(qualname(nn.Upsample),), functions=(F.interpolate,),
                        read=read_upsample),
     "add": Reader(functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),

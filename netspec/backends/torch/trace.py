@@ -21,6 +21,7 @@ Anything else is refused in one line naming the module path and the operation.
 from __future__ import annotations
 
 import builtins
+import functools
 import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,20 +63,33 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 @dataclass
 class _Value:
     """A traced tensor: the flat node whose output it is a view of, and where its values
-    sit (an index map into that output, batch axis first; None: exactly that output)."""
+    sit: exactly that output (canonical), its channels-last permutation, or an explicit
+    index map into it (batch axis first) for any other view."""
 
     node: int
     shape: Shape
     index: torch.Tensor | None = None
+    layout: str = CANONICAL
 
     @property
     def torch_shape(self) -> tuple[int, ...]:
-        return (1, *self.shape) if self.index is None else tuple(self.index.shape)
+        if self.index is not None:
+            return tuple(self.index.shape)
+        if self.layout == CHANNELS_LAST:
+            return (1, *self.shape[1:], self.shape[0])
+        return (1, *self.shape)
 
     def indices(self) -> torch.Tensor:
         if self.index is not None:
             return self.index
-        return torch.arange(_numel(self.shape)).view(1, *self.shape)
+        base = _arange(_numel(self.shape)).view(1, *self.shape)
+        return base.permute(0, 2, 3, 1) if self.layout == CHANNELS_LAST else base
+
+
+@functools.lru_cache(maxsize=8)
+def _arange(n: int) -> torch.Tensor:
+    # views of it are only read, never written: one per size is enough
+    return torch.arange(n)
 
 
 @dataclass
@@ -171,34 +185,29 @@ class _Interpreter:
         self.where = name
 
     # -------------------------------------------------------------- values
-    def _layout(self, v: _Value) -> str:
-        if v.index is None:
-            return CANONICAL
-        if len(v.shape) == 3 and tuple(v.index.shape) == (1, v.shape[1], v.shape[2], v.shape[0]):
-            base = torch.arange(_numel(v.shape)).view(1, *v.shape).permute(0, 2, 3, 1)
-            if torch.equal(v.index, base):
-                return CHANNELS_LAST
-        return OTHER
-
     def _settle(self, v: _Value, fx_node: fx.Node) -> _Value:
-        """After a view: the identity is the tensor itself; a view that a moving kind
-        recognises becomes that layer; anything else stays pending."""
-        if v.index is None:
-            return v
-        if tuple(v.index.shape) == (1, *v.shape) and torch.equal(
-                v.index.flatten(), torch.arange(v.index.numel())):
+        """After a view: the identity is the tensor itself, and ConvNeXt's permute is
+        channels-last data; a view that a moving kind recognises becomes that layer;
+        anything else stays pending."""
+        assert v.index is not None
+        shape, n = tuple(v.index.shape), _numel(v.shape)
+        base = _arange(n).view(1, *v.shape)
+        if shape == (1, *v.shape) and torch.equal(v.index, base):
             return _Value(v.node, v.shape)
+        if (len(v.shape) == 3 and shape == (1, *v.shape[1:], v.shape[0])
+                and torch.equal(v.index, base.permute(0, 2, 3, 1))):
+            return _Value(v.node, v.shape, layout=CHANNELS_LAST)
         for op, reader in MOVEMENT_READERS:
             assert reader.movement is not None
             options = reader.movement(v.index, v.shape)
             if options is not None:
                 kind = validated_kind(op)
                 return self._add(fx_node, Mapped(kind, options), [_Value(v.node, v.shape)])
-        return v
+        return _Value(v.node, v.shape, v.index, OTHER)
 
     def _as_in(self, a: Any) -> Any:
         if isinstance(a, _Value):
-            return In(a.shape, self._layout(a))
+            return In(a.shape, a.layout)
         if isinstance(a, _Param):
             return In(tuple(a.value.shape), CANONICAL, a.name, a.value, a.first)
         if isinstance(a, list | tuple):
@@ -351,26 +360,23 @@ class _Interpreter:
         return self._add(node, mapped, inputs)
 
     def _add(self, node: fx.Node, mapped: Mapped, inputs: list[_Value]) -> _Value:
-        layouts = {self._layout(v) for v in inputs}
+        layouts = {v.layout for v in inputs}
         if not mapped.keeps_layout and layouts - {CANONICAL}:
             raise Unmappable(f"{self.where}: {mapped.kind} reads a reshaped tensor")
-        if len({None if v.index is None else v.index.data_ptr() for v in inputs}) > 1 and any(
-                not torch.equal(v.indices(), inputs[0].indices()) for v in inputs):
+        if len(layouts) > 1 or (OTHER in layouts and any(
+                not torch.equal(v.indices(), inputs[0].indices()) for v in inputs[1:])):
             raise Unmappable(f"{self.where}: {mapped.kind} of tensors in different layouts")
         flat = self._node_for(node, mapped, inputs)
         layout = layouts.pop() if layouts else CANONICAL
-        out = _Value(flat.id, flat.shape)
         if mapped.view is not None:
-            out.index = torch.arange(_numel(flat.shape)).view(mapped.view)
-            return self._settle(out, node)
-        if layout == CHANNELS_LAST:
-            out.index = out.indices().permute(0, 2, 3, 1)
-        elif layout == OTHER:
+            view = _arange(_numel(flat.shape)).view(mapped.view)
+            return self._settle(_Value(flat.id, flat.shape, view), node)
+        if layout == OTHER:
             if flat.shape != inputs[0].shape:
                 raise Unmappable(f"{self.where}: {mapped.kind} changes the shape of a "
                                  "reshaped tensor")
-            out.index = inputs[0].index
-        return out
+            return _Value(flat.id, flat.shape, inputs[0].index, OTHER)
+        return _Value(flat.id, flat.shape, layout=layout)
 
     def _node_for(self, node: fx.Node, mapped: Mapped, inputs: list[_Value],
                   split: tuple[int, int] | None = None) -> FlatNode:
@@ -421,7 +427,7 @@ class _Interpreter:
             if not isinstance(v, _Value):
                 raise Unmappable(f"{self.net.name}: an output is not a tensor computed "
                                  "from the input")
-            if self._layout(v) != CANONICAL:
+            if v.layout != CANONICAL:
                 raise Unmappable(f"{self.net.name}: an output of shape "
                                  f"{list(v.torch_shape[1:])} is a reshaped view netspec "
                                  "has no layer for")

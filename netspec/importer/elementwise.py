@@ -1,0 +1,147 @@
+"""Element-wise activations recognised by what they compute, whatever ops spell them.
+
+An ONNX file writes SiLU as Sigmoid and Mul, GELU as Div, Erf, Add, Mul, Mul (or one Gelu
+node from opset 20), hardswish as HardSigmoid and Mul before opset 14… Rather than a
+pattern per spelling, the reader keeps any chain of element-wise ops on one tensor x
+(with scalar constants) as an expression, and when a layer needs its value, evaluates it
+on sample values of x and compares with each activation kind's definition here. Pure
+numpy; each definition is written from the kind's formula in docs/spec-language.md, not
+from netspec's own backends.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: x where the activations are told apart: both sides of 0, past relu6's 6, near 0
+SAMPLES = np.concatenate([np.linspace(-9.0, 9.0, 181), [-1e-3, 1e-3, 0.5, -0.5]])
+
+_erf = np.vectorize(math.erf)
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2)))
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+
+#: kind → (options → the function it computes); the parameters come from the options
+DEFINITIONS: dict[str, Callable[[dict[str, Any]], Callable[[np.ndarray], np.ndarray]]] = {
+    "relu": lambda o: lambda x: np.maximum(x, 0.0),
+    "relu6": lambda o: lambda x: np.clip(x, 0.0, 6.0),
+    "sigmoid": lambda o: _sigmoid,
+    "tanh": lambda o: np.tanh,
+    "silu": lambda o: lambda x: x * _sigmoid(x),
+    "gelu": lambda o: _gelu_tanh if o.get("approximate") == "tanh" else _gelu,
+    "hardsigmoid": lambda o: lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hardswish": lambda o: lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "mish": lambda o: lambda x: x * np.tanh(_softplus(x)),
+    "elu": lambda o: lambda x: np.where(x > 0, x, o.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
+    "leaky_relu": lambda o: lambda x: np.where(x > 0, x, o.get("slope", 0.01) * x),
+}
+
+#: the option sets tried for each kind when nothing names them (parameters come from a
+#: single op's attributes when the expression is one op: LeakyRelu's alpha)
+CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("relu", {}), ("relu6", {}), ("sigmoid", {}), ("tanh", {}), ("silu", {}), ("gelu", {}),
+    ("gelu", {"approximate": "tanh"}), ("hardsigmoid", {}), ("hardswish", {}), ("mish", {}),
+    ("elu", {}), ("leaky_relu", {}),
+)
+
+
+@dataclass
+class Expr:
+    """An element-wise expression of one tensor: ``op`` over ``args`` (other Exprs, the
+    tensor itself as None, or numbers), with the op's attributes."""
+
+    op: str
+    args: list[Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    #: where it came from (a node name), for the refusal when nothing matches
+    where: str = ""
+
+
+def _clip(x: np.ndarray, lo: Any = None, hi: Any = None) -> np.ndarray:
+    return np.clip(x, -np.inf if lo is None else lo, np.inf if hi is None else hi)
+
+
+#: the ONNX element-wise ops an expression may hold, as numpy
+OPS: dict[str, Callable[..., np.ndarray]] = {
+    "Relu": lambda a, x: np.maximum(x, 0.0),
+    "Clip": lambda a, x, lo=None, hi=None: _clip(x, a.get("min", lo), a.get("max", hi)),
+    "Sigmoid": lambda a, x: _sigmoid(x),
+    "Tanh": lambda a, x: np.tanh(x),
+    "HardSigmoid": lambda a, x: np.clip(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1),
+    "HardSwish": lambda a, x: x * np.clip(x / 6.0 + 0.5, 0, 1),
+    "Erf": lambda a, x: _erf(x),
+    "Softplus": lambda a, x: _softplus(x),
+    "Exp": lambda a, x: np.exp(x),
+    "Neg": lambda a, x: -x,
+    "Sqrt": lambda a, x: np.sqrt(np.abs(x)),
+    "LeakyRelu": lambda a, x: np.where(x > 0, x, a.get("alpha", 0.01) * x),
+    "Elu": lambda a, x: np.where(x > 0, x, a.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
+    "Gelu": lambda a, x: DEFINITIONS["gelu"](
+        {"approximate": a.get("approximate", "none")})(x),
+    "Mish": lambda a, x: x * np.tanh(_softplus(x)),
+    "Add": lambda a, x, y: x + y,
+    "Sub": lambda a, x, y: x - y,
+    "Mul": lambda a, x, y: x * y,
+    "Div": lambda a, x, y: x / y,
+    "Pow": lambda a, x, y: np.power(x, y),
+}
+
+
+def evaluate(e: Any, x: np.ndarray) -> np.ndarray:
+    if e is None:
+        return x
+    if not isinstance(e, Expr):
+        return np.asarray(e, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        return OPS[e.op](e.attrs, *(evaluate(a, x) for a in e.args))
+
+
+def _single_options(e: Expr) -> dict[str, dict[str, Any]]:
+    """Options a one-op expression names by its attributes."""
+    if e.op == "LeakyRelu":
+        return {"leaky_relu": {"slope": float(e.attrs.get("alpha", 0.01))}}
+    if e.op == "Elu":
+        return {"elu": {"alpha": float(e.attrs.get("alpha", 1.0))}}
+    if e.op == "Gelu" and e.attrs.get("approximate", "none") != "none":
+        return {"gelu": {"approximate": e.attrs["approximate"]}}
+    return {}
+
+
+def recognise(e: Expr) -> tuple[str, dict[str, Any]] | None:
+    """The activation kind (and its options) the expression computes, if any."""
+    got = evaluate(e, SAMPLES)
+    named = _single_options(e)
+    for kind, options in [*named.items(), *CANDIDATES]:
+        want = DEFINITIONS[kind](options)(SAMPLES)
+        if np.allclose(got, want, rtol=1e-5, atol=1e-6):
+            # a default written out is left to the kind (slope 0.01, alpha 1)
+            return kind, {k: v for k, v in options.items()
+                          if not (k == "slope" and v == 0.01) and not (k == "alpha" and v == 1.0)}
+    return None
+
+
+def first_unknown(e: Expr) -> Expr:
+    """The op to name in a refusal: the innermost op of the expression."""
+    for a in e.args:
+        if isinstance(a, Expr):
+            return first_unknown(a)
+    return e
