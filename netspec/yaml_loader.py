@@ -216,6 +216,7 @@ def load_text(text: str, file: str = "<string>", what: str = "spec") -> Document
     except yaml.reader.ReaderError as e:  # the pure-Python reader checks on construction
         raise _reader_error(e, text, file) from None
     try:
+        _check_nesting(text, file)  # before the composer, which recurses once per level
         root = loader.get_single_node()
     except yaml.reader.ReaderError as e:  # a control character: no mark, a position
         raise _reader_error(e, text, file) from None
@@ -248,6 +249,36 @@ def load_text(text: str, file: str = "<string>", what: str = "spec") -> Document
             doc.pos(()),
         )
     return doc
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH from its parse events, before it is
+    composed: libyaml's composer recurses in C once per level, and 50,000 levels
+    (``- - - …``, ``[[[…``: two bytes each) overflow its stack — a crash, not an error.
+    The parser keeps its own stack, so reading the events is bounded. Refused where the
+    walker would refuse: the first value (or collection key) deeper than MAX_DEPTH."""
+    loader = _Loader(text)
+    try:
+        # per open collection: whether it is a mapping, and how many nodes it has had
+        open_: list[list[Any]] = []
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionEndEvent):
+                open_.pop()
+                continue
+            if not isinstance(event, yaml.NodeEvent):  # stream and document events
+                continue
+            scalar_key = (bool(open_) and open_[-1][0] and open_[-1][1] % 2 == 0
+                          and not isinstance(event, yaml.CollectionStartEvent))
+            if open_:
+                open_[-1][1] += 1
+            if len(open_) > MAX_DEPTH and not scalar_key:
+                raise SpecError(f"nested deeper than {MAX_DEPTH} levels",
+                                _mark_pos(file, event.start_mark))
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_.append([isinstance(event, yaml.MappingStartEvent), 0])
+    finally:
+        loader.dispose()
 
 
 def _indentation(e: yaml.MarkedYAMLError, text: str) -> str | None:
