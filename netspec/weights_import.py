@@ -207,8 +207,14 @@ def _read_torch(p: Path) -> Any:
             # through the same restricted loader
             return torch.load(p, map_location="cpu", weights_only=True, mmap=not legacy)
     except pickle.UnpicklingError as e:
-        m = re.search(r"GLOBAL ([\w.]+)", str(e))
-        raise _pickled(p, f" ({m.group(1)})" if m else "") from None
+        if m := re.search(r"GLOBAL ([\w.]+)", str(e)):
+            raise _pickled(p, f" ({m.group(1)})") from None
+        # an opcode the restricted loader lacks (a legacy file of pickle protocol 4)
+        detail = str(e).partition("WeightsUnpickler error:")[2].strip()
+        what = f" ({detail.splitlines()[0]})" if detail else ""
+        raise UsageError(f"{p}: its pickle is in a form torch's restricted loader cannot "
+                         f"read{what}, and netspec never unpickles unrestricted; "
+                         f"{SAVE_HINT}") from None
     except Exception as e:  # torch's readers on a damaged file raise many kinds
         detail = "" if "weights_only" in str(e) else f" ({_first_line(e)})"
         raise UsageError(f"{p}: not a readable torch.save file{detail}") from None
