@@ -132,6 +132,15 @@ def test_write_map_writes_the_pairing_which_reads_back_by_name(
     code, _, err = run_cli(capsys, "weights", "import", spec, src, "--write-map", the_map)
     assert code == 2 and one_line(err) == f"{the_map}: exists; pass --force to replace it"
     assert the_map.read_bytes() == before
+    # nothing to write, or one file asked for twice: refused before any work
+    code, _, err = run_cli(capsys, "weights", "import", spec, src)
+    assert code == 2 and one_line(err) == ("weights import: give -o OUT.safetensors, "
+                                           "--write-map FILE.yaml, or both")
+    twice = tmp_path / "twice"
+    code, _, err = run_cli(capsys, "weights", "import", spec, src, "-o", twice,
+                           "--write-map", twice)
+    assert code == 2 and one_line(err) == f"{twice}: given as both -o and --write-map"
+    assert not twice.exists()
 
 
 def twin_source(names: tuple[str, str]) -> dict[str, np.ndarray]:
