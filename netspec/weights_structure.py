@@ -39,7 +39,7 @@ ROLES = ("weight", "bias", "running_mean", "running_var")
 #: names nest no deeper than this (the search recurses once per level)
 MAX_NAME_PARTS = 64
 #: steps of the search before it gives up (far above what any real network needs)
-MAX_STEPS = 500_000
+MAX_STEPS = 5_000_000
 
 
 @dataclass
@@ -69,6 +69,10 @@ class _Module:
     children: dict[str, _Module] = field(default_factory=dict)
     size: int = 0
     digest: int = 0
+
+
+class _TooMuch(Exception):
+    """The search ran past MAX_STEPS."""
 
 
 class Ambiguous(Exception):
@@ -217,11 +221,11 @@ class _Search:
 
     # ------------------------------------------------------------------ the search
 
-    def _tick(self) -> None:
-        self.steps += 1
+    def _tick(self, cost: int = 1) -> None:
+        """Count work (a state of n chains costs n to make) and give up past MAX_STEPS."""
+        self.steps += cost
         if self.steps > MAX_STEPS:
-            raise UsageError("too many ways to try to pair the tensors by structure; "
-                             "pair them with a --map file")
+            raise _TooMuch
 
     def _fits(self, leaf: int, pos: int) -> bool:
         if self.keys[leaf] != self.want_keys[pos]:
@@ -287,6 +291,7 @@ class _Search:
                     if state[i] == len(chain):
                         continue
                     child = chain[state[i]]
+                    self._tick(len(chains))
                     ways = self.solve(child, pos)
                     if not ways:
                         continue
@@ -324,21 +329,32 @@ def pair_by_structure(names: Sequence[str], shapes: Sequence[Shape],
     Outcome whose order is empty when nothing fits."""
     if len(names) != len(want):
         return Outcome([], False)
-    plain = _Search(names, shapes, want)
-    ways = plain.solve(plain.root, 0)
-    if len(ways) < 2:
+    ways = _ways(_Search(names, shapes, want))
+    if ways is not None and len(ways) < 2:
         return Outcome([names[i] for i in _flatten(ways[0])] if ways else [], False)
-    # several fit: ask the names, both kinds of evidence, else the spec's names (which a
-    # --map makes), else the numbering; each level's pairings are among the shapes' own
+    # several fit (or too many to count): ask the names, both kinds of evidence, else
+    # the spec's names (which a --map makes), else the numbering; each level's pairings
+    # are among the shapes' own
     ambiguous = ways
     for anchors, hints in ((True, True), (True, False), (False, True)):
-        named = _Search(names, shapes, want, anchors=anchors, hints=hints)
-        told = named.solve(named.root, 0)
-        if len(told) == 1:
+        told = _ways(_Search(names, shapes, want, anchors=anchors, hints=hints))
+        if told is not None and len(told) == 1:
             return Outcome([names[i] for i in _flatten(told[0])], True)
-        if len(told) == 2 and ambiguous is ways:
+        if told is not None and len(told) == 2 and (ambiguous is None or ambiguous is ways):
             ambiguous = told  # the pair the most evidence still leaves open
+    if ambiguous is None or len(ambiguous) < 2:
+        raise UsageError("too many ways to try to pair the tensors by structure (many "
+                         "same-shaped modules whose names say nothing of their order); "
+                         "pair them with a --map file")
     raise Ambiguous(_flatten(ambiguous[0]), _flatten(ambiguous[1]))
+
+
+def _ways(search: _Search) -> list[Any] | None:
+    """At most two pairings, or None when there are too many to count."""
+    try:
+        return search.solve(search.root, 0)
+    except _TooMuch:
+        return None
 
 
 def ambiguity(origin: str, names: Sequence[str], shapes: Sequence[Shape],

@@ -279,3 +279,25 @@ def test_by_structure_is_right_or_refused_never_wrong(widths: list[int], words: 
     assert p.how == "structure"
     for src, dst in truth.items():
         np.testing.assert_array_equal(p.tensors[dst], arrays[src])
+
+
+def test_many_same_shaped_modules_are_bounded_work() -> None:
+    """300 same-shaped layers: numbered (``layer1`` … ``layer300``), paired in their
+    numbers' order at once; named without an order, refused after a bounded search."""
+    layers = "".join("  - linear: {out: 4}\n" for _ in range(300))
+    graph = netspec.loads(f"netspec: 1\nname: deep\ninput: [4]\nlayers:\n{layers}")
+    rng = np.random.default_rng(0)
+    for numbered in (True, False):
+        names = [f"layer{i + 1}" if numbered else "l" + "".join(
+            "qrstuvwxyz"[int(d)] for d in f"{i:03d}") for i in range(300)]
+        tensors = {f"{n}.{k}": rng.standard_normal((4, 4) if k == "weight" else 4)
+                   .astype(np.float32) for n in reversed(names) for k in ("weight", "bias")}
+        source = Source(tensors, ordered=False)
+        if not numbered:
+            with pytest.raises(UsageError, match="too many ways to try to pair"):
+                pair(graph, source, "src")
+            continue
+        p = pair(graph, source, "src")
+        assert p.by_names
+        for i, n in enumerate(names):
+            np.testing.assert_array_equal(p.tensors[f"fc{i + 1}.weight"], tensors[f"{n}.weight"])
