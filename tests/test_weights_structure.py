@@ -11,6 +11,7 @@ must make the spec's model compute what the reference's own forward computes.
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,45 @@ def test_the_zoo_from_safetensors_computes_the_references_outputs(
     assert len(got) == len(want)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def timm_name(key: str) -> str:
+    """torchvision's efficientnet_b0 name → timm's for the same tensor (timm registers
+    the same modules in the same order under its own names: conv_stem, blocks.S.B.conv_pw,
+    bn1, conv_dw, bn2, se.conv_reduce, se.conv_expand, conv_pwl, bn3, conv_head…)."""
+    top = {"features.0.0": "conv_stem", "features.0.1": "bn1", "features.8.0": "conv_head",
+           "features.8.1": "bn2", "classifier.1": "classifier"}
+    module, _, tensor = key.rpartition(".")
+    if module in top:
+        return f"{top[module]}.{tensor}"
+    stage, block, part, layer = re.fullmatch(r"features\.(\d)\.(\d+)\.block\.(\d)\.(\w+)",
+                                             module).groups()
+    # torchvision's (block part, layer in it) → timm's module
+    separable = {("0", "0"): "conv_dw", ("0", "1"): "bn1", ("1", "fc1"): "se.conv_reduce",
+                 ("1", "fc2"): "se.conv_expand", ("2", "0"): "conv_pw", ("2", "1"): "bn2"}
+    inverted = {("0", "0"): "conv_pw", ("0", "1"): "bn1", ("1", "0"): "conv_dw",
+                ("1", "1"): "bn2", ("2", "fc1"): "se.conv_reduce",
+                ("2", "fc2"): "se.conv_expand", ("3", "0"): "conv_pwl", ("3", "1"): "bn3"}
+    name = (separable if stage == "1" else inverted)[part, layer]
+    return f"blocks.{int(stage) - 1}.{block}.{name}.{tensor}"
+
+
+def test_timms_names_for_efficientnet_b0_pair_by_structure() -> None:
+    """The issue's case: timm's efficientnet_b0 names (bn1 and bn2 of one shape in every
+    inverted-residual block) from a .safetensors, paired with the torchvision-layout
+    spec, every tensor where torch registers it."""
+    ref = reference("efficientnet_b0")
+    state = {k: v.numpy() for k, v in ref.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    tensors = {timm_name(k): v for k, v in sorted(state.items(), key=lambda kv:
+                                                   timm_name(kv[0]))}
+    assert len(tensors) == len(state) == 311
+    graph = netspec.load(SPECS / "efficientnet_b0.yaml")
+    p = pair(graph, Source(tensors, ordered=False), "timm.safetensors")
+    assert p.how == "structure" and p.by_names
+    # torchvision's state_dict order is the spec's (test_bundled_specs checks it)
+    for t, key in zip(spec_tensors(graph), state, strict=True):
+        np.testing.assert_array_equal(p.tensors[t.name], state[key])
 
 
 def test_write_map_writes_the_pairing_which_reads_back_by_name(
