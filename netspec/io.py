@@ -42,10 +42,11 @@ def _same(a: Path, b: str | Path) -> bool:
 
 
 def check_writable(path: str | Path, force: bool = True,
-                   inputs: Iterable[str | Path | None] = ()) -> Path:
+                   inputs: Iterable[str | Path | None] = (), probe: bool = True) -> Path:
     """Refuse before any work is done: a folder or special file (a device, a FIFO, a
     socket) at the path, an existing file without ``force``, one of the command's own
-    ``inputs``, a missing folder, a path the system cannot take."""
+    ``inputs``, a missing folder, a path the system cannot take and, with ``probe``, a
+    folder in which no file can be made (read-only, not ours)."""
     p = Path(path)
     for given in inputs:
         if given is not None and str(given) and _same(p, given):
@@ -68,7 +69,25 @@ def check_writable(path: str | Path, force: bool = True,
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{p}: folder {parent} does not exist")
+    if probe:
+        _probe_folder(p, parent)
     return p
+
+
+def _probe_folder(p: Path, folder: Path) -> None:
+    """Make and remove a temp file of netspec's naming in ``folder``: what a write will
+    do first, so a read-only mount, a folder of someone else's or an ACL is refused
+    before the work (os.access would say yes to root, and knows no read-only mounts
+    over NFS)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=_temp_prefix(p), suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise _os_problem(p, e) from None
+    os.close(fd)
+    try:
+        os.unlink(name)
+    except OSError:  # left for the next write's stale-temp clean-up
+        pass
 
 
 def _default_mode() -> int:
@@ -116,7 +135,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None] | bytes,
     tmp: Path | None = None
     done = False
     try:
-        check_writable(target, force)
+        check_writable(target, force, probe=False)  # mkstemp below is the probe
         remove_stale_temps(target)
         fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp",
                                         dir=folder)
@@ -138,7 +157,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None] | bytes,
         except FileNotFoundError:
             mode = _default_mode()
         os.chmod(tmp, mode)
-        check_writable(target, force)  # again: something may have appeared meanwhile
+        check_writable(target, force, probe=False)  # again: something may have appeared
         if force:
             os.replace(tmp, target)
         else:

@@ -24,8 +24,7 @@ def numpy_weights(weights: Any, graph: Graph) -> dict[str, np.ndarray] | None:
     if isinstance(weights, str | Path):
         from netspec.weights_import import pair, read_source
 
-        tensors, where = read_source(weights)
-        return pair(graph, tensors, str(weights), found_at=where).tensors
+        return pair(graph, read_source(weights), str(weights)).tensors
     state = weights.state_dict() if hasattr(weights, "state_dict") and callable(
         weights.state_dict) else weights
     if not isinstance(state, Mapping):
@@ -47,16 +46,16 @@ def numpy_weights(weights: Any, graph: Graph) -> dict[str, np.ndarray] | None:
 def load_weights(model: Any, path: str | Path) -> dict[str, str]:
     """Copy a weights file into a model built by ``netspec.build``: a netspec
     .safetensors, or any state dict ``netspec weights import`` reads (.pth/.pt through
-    torch's restricted loader, .safetensors, .npz), paired by name or by position with
-    every shape checked. Returns the file's netspec metadata ({} when it has none)."""
+    torch's restricted loader, .safetensors, .npz), paired by name, by position or by
+    structure with every shape checked. Returns the file's netspec metadata ({} when it
+    has none)."""
     import torch
 
     from netspec.backends.torch import _graph_of
     from netspec.weights_import import pair, read_source
 
     graph = _graph_of(model)
-    tensors, where = read_source(path)
-    paired = pair(graph, tensors, str(path), found_at=where)
+    paired = pair(graph, read_source(path), str(path))
     own = model.state_dict()
     model.load_state_dict({k: torch.from_numpy(v).to(own[k].dtype)
                            for k, v in paired.tensors.items()}, strict=False)

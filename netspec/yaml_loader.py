@@ -140,8 +140,9 @@ def _reader_error(e: yaml.reader.ReaderError, text: str, file: str) -> SpecError
                      "text (a control character?)", Pos(file, line, col))
 
 
-def load_file(path: str | FsPath) -> Document:
-    """Read a spec file: a regular file (or a link to one) of at most MAX_FILE_BYTES.
+def load_file(path: str | FsPath, what: str = "spec") -> Document:
+    """Read a spec file (or another YAML file netspec reads, ``what`` it is in messages: a
+    ``--map``): a regular file (or a link to one) of at most MAX_FILE_BYTES.
 
     The size is checked on the bytes read, not on ``stat()``: at most the limit + 1 bytes
     are ever read, and a device, FIFO or socket (``/dev/zero``, ``/dev/urandom``, a named
@@ -154,27 +155,27 @@ def load_file(path: str | FsPath) -> Document:
     except OSError as e:
         raise UsageError(f"{p}: cannot read: {e.strerror or e}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{p}: is a directory, not a spec file")
+        raise UsageError(f"{p}: is a directory, not a {what} file")
     if not stat.S_ISREG(st.st_mode):
         raise UsageError(f"{p}: is {_special_kind(st.st_mode)}, not a regular file; "
-                         "a spec must be a file")
+                         f"a {what} must be a file")
     if st.st_size > MAX_FILE_BYTES:
         raise SpecError(
-            f"spec file is {st.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,}",
+            f"{what} file is {st.st_size:,} bytes; the limit is {MAX_FILE_BYTES:,}",
             Pos(str(p), 1, 1))
     try:
         # O_NONBLOCK: should the path have become a FIFO since stat(), open() does not wait
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise UsageError(f"{p}: is not a regular file; a spec must be a file")
+                raise UsageError(f"{p}: is not a regular file; a {what} must be a file")
             raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise UsageError(f"{p}: cannot read: {e.strerror or e}") from None
     if len(raw) > MAX_FILE_BYTES:
-        raise SpecError(f"spec file is larger than {MAX_FILE_BYTES:,} bytes, the limit",
+        raise SpecError(f"{what} file is larger than {MAX_FILE_BYTES:,} bytes, the limit",
                         Pos(str(p), 1, 1))
-    return load_bytes(raw, str(p))
+    return load_bytes(raw, str(p), what)
 
 
 def _special_kind(mode: int) -> str:
@@ -190,7 +191,7 @@ def _special_kind(mode: int) -> str:
     return "a special file"
 
 
-def load_bytes(raw: bytes, file: str) -> Document:
+def load_bytes(raw: bytes, file: str, what: str = "spec") -> Document:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -200,12 +201,14 @@ def load_bytes(raw: bytes, file: str) -> Document:
         raise SpecError(
             f"not UTF-8 text: byte 0x{raw[e.start]:02x} cannot be decoded", Pos(file, line, col)
         ) from None
-    return load_text(text, file)
+    return load_text(text, file, what)
 
 
-def load_text(text: str, file: str = "<string>") -> Document:
+def load_text(text: str, file: str = "<string>", what: str = "spec") -> Document:
+    """``text`` as a Document whose data is a mapping, bounded (size, nesting, aliases)."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
-        raise SpecError(f"spec text is larger than {MAX_FILE_BYTES:,} bytes", Pos(file, 1, 1))
+        raise SpecError(f"{what} text is larger than {MAX_FILE_BYTES:,} bytes",
+                        Pos(file, 1, 1))
     if text.startswith("\ufeff"):
         text = text[1:]
     try:
@@ -213,6 +216,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
     except yaml.reader.ReaderError as e:  # the pure-Python reader checks on construction
         raise _reader_error(e, text, file) from None
     try:
+        _check_nesting(text, file)  # before the composer, which recurses once per level
         root = loader.get_single_node()
     except yaml.reader.ReaderError as e:  # a control character: no mark, a position
         raise _reader_error(e, text, file) from None
@@ -234,17 +238,47 @@ def load_text(text: str, file: str = "<string>") -> Document:
     finally:
         loader.dispose()
     if root is None:
-        raise SpecError("empty spec: expected a mapping with netspec, name, input, layers",
-                        Pos(file, 1, 1))
+        keys = " with netspec, name, input, layers" if what == "spec" else ""
+        raise SpecError(f"empty {what}: expected a mapping{keys}", Pos(file, 1, 1))
     doc = Document(file=file, text=text, data=None)
-    walker = _Walker(doc, loader)
+    walker = _Walker(doc, loader, what)
     doc.data = walker.walk(root, (), 0)
     if not isinstance(doc.data, dict):
         raise SpecError(
-            f"the top level of a spec must be a mapping, not {_type_name(doc.data)}",
+            f"the top level of a {what} must be a mapping, not {_type_name(doc.data)}",
             doc.pos(()),
         )
     return doc
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH from its parse events, before it is
+    composed: libyaml's composer recurses in C once per level, and 50,000 levels
+    (``- - - …``, ``[[[…``: two bytes each) overflow its stack — a crash, not an error.
+    The parser keeps its own stack, so reading the events is bounded. Refused where the
+    walker would refuse: the first value (or collection key) deeper than MAX_DEPTH."""
+    loader = _Loader(text)
+    try:
+        # per open collection: whether it is a mapping, and how many nodes it has had
+        open_: list[list[Any]] = []
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.CollectionEndEvent):
+                open_.pop()
+                continue
+            if not isinstance(event, yaml.NodeEvent):  # stream and document events
+                continue
+            scalar_key = (bool(open_) and open_[-1][0] and open_[-1][1] % 2 == 0
+                          and not isinstance(event, yaml.CollectionStartEvent))
+            if open_:
+                open_[-1][1] += 1
+            if len(open_) > MAX_DEPTH and not scalar_key:
+                raise SpecError(f"nested deeper than {MAX_DEPTH} levels",
+                                _mark_pos(file, event.start_mark))
+            if isinstance(event, yaml.CollectionStartEvent):
+                open_.append([isinstance(event, yaml.MappingStartEvent), 0])
+    finally:
+        loader.dispose()
 
 
 def _indentation(e: yaml.MarkedYAMLError, text: str) -> str | None:
@@ -292,9 +326,10 @@ def _type_name(value: Any) -> str:
 
 
 class _Walker:
-    def __init__(self, doc: Document, loader: _Loader) -> None:
+    def __init__(self, doc: Document, loader: _Loader, what: str = "spec") -> None:
         self.doc = doc
         self.loader = loader
+        self.what = what
         self.count = 0
         self.seen: set[int] = set()
 
@@ -308,7 +343,8 @@ class _Walker:
         self.count += 1
         if self.count > MAX_VALUES:
             raise SpecError(
-                f"spec expands to more than {MAX_VALUES:,} values (YAML aliases?); refused",
+                f"{self.what} expands to more than {MAX_VALUES:,} values (YAML aliases?); "
+                "refused",
                 fresh or where,
             )
         if depth > MAX_DEPTH:
@@ -316,7 +352,7 @@ class _Walker:
         self.doc.value_pos.setdefault(path, where)
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in (
                 "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
-            raise SpecError(f"YAML tag '{node.tag}' is not allowed in a spec", where)
+            raise SpecError(f"YAML tag '{node.tag}' is not allowed in a {self.what}", where)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth, fresh)
         if isinstance(node, yaml.SequenceNode):
@@ -351,7 +387,7 @@ class _Walker:
         if node.tag == "tag:yaml.org,2002:timestamp":
             return node.value
         if node.tag not in _SCALAR_TAGS:
-            raise SpecError(f"YAML tag '{node.tag}' is not allowed in a spec", where)
+            raise SpecError(f"YAML tag '{node.tag}' is not allowed in a {self.what}", where)
         try:
             return self.loader.construct_object(node, deep=True)
         except (ValueError, yaml.YAMLError) as e:

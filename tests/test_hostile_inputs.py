@@ -99,6 +99,20 @@ def test_a_spec_is_read_to_the_limit_and_no_further(tmp_path: Path,
 
 
 # ------------------------------------------------------------------ --set values
+@pytest.mark.parametrize(("text", "where"), [
+    ("- " * 50_000 + "a\n", "1:131"),
+    ("a: " + "[" * 50_000 + "]" * 50_000 + "\n", "1:68"),
+    ("a: " + "{b: " * 50_000 + "1" + "}" * 50_000 + "\n", "1:260"),
+], ids=["dashes", "brackets", "braces"])
+def test_a_spec_nested_50000_deep_is_one_line_not_a_crash(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, where: str) -> None:
+    """100 kB of '- - -' or '[[[' once overflowed libyaml's recursive composer (a
+    segfault, exit 139); the depth is judged from the parse events first."""
+    spec = tmp_path / "deep.yaml"
+    spec.write_text(text)
+    refused(capsys, f"{spec}:{where}: nested deeper than 64 levels", "validate", str(spec))
+
+
 @pytest.mark.parametrize(("value", "message"), [
     ("9" * 5000, "--set width: the number is too large (limit 1e+15)"),
     ("9" * 4000, "--set width: the number is too large (limit 1e+15)"),

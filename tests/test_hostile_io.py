@@ -5,6 +5,7 @@ output is ever created or changed."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import stat
@@ -177,6 +178,24 @@ def test_npz_bomb_is_refused_from_its_headers(tmp_path: Path, tiny: Path,
     refused(capsys, f"{bomb}: inflates to {total:,} bytes, over the 1,000,000 netspec "
             "loads into memory; nothing was read",
             "train", tiny, "--data", bomb, "--epochs", "1", "-o", tmp_path / "c.safetensors")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_npz_array_header_claiming_terabytes_is_refused_unread(
+        tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each array's .npy header is read before numpy allocates what it claims."""
+    data = tmp_path / "x.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (2**40, 4)})
+    with zipfile.ZipFile(data, "w") as z:
+        z.writestr("x.npy", header.getvalue() + b"\0" * 64)
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load was called"))
+    before = snapshot(tmp_path)
+    refused(capsys, f"{data}: array 'x': its header claims shape [1099511627776, 4] float32 "
+            "(17,592,186,044,416 bytes) but the file holds 64",
+            "train", tiny, "--data", data, "--epochs", "1", "-o", tmp_path / "c.safetensors")
     assert snapshot(tmp_path) == before
 
 

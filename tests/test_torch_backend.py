@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
-from zoo import REFERENCES
+from zoo import REFERENCES, randomize
 
 import netspec
 from netspec.backends.torch import build, load_weights_into, param_groups, state_dict_numpy
@@ -78,20 +78,6 @@ def one(layer: str, input: str = "[4, 6, 5]") -> tuple[nn.Module, Graph]:
     g = spec(f"  - {layer}\n", input)
     model = build(g)
     return model.get_submodule(g.layers[0].name), g
-
-
-def randomize(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial γ, δ, biases and running statistics, so eval-mode comparisons mean
-    something (weights keep torch's initialisation, which keeps deep nets finite)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point() or t.dim() != 1:
-                continue
-            if name.endswith("running_var") or name.endswith("weight"):
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
 
 
 def expected_state(g: Graph) -> list[tuple[str, tuple[int, ...]]]:

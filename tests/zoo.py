@@ -1,4 +1,5 @@
-"""Every hand-written reference network, by the bundled spec it checks.
+"""Every hand-written reference network, by the bundled spec it checks, and the
+randomized statistics that make comparing their outputs mean something.
 
 The references are our own re-implementations of torchvision's models and Ultralytics'
 YOLOv8n (neither installs beside the CPU torch here), each written from the original
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from reference_nets import REFERENCE_MODELS as CLASSIC
 from reference_nets_mobile import REFERENCE_MODELS as MOBILE
 from reference_nets_modern import REFERENCE_MODELS as MODERN
@@ -17,3 +19,17 @@ from torch import nn
 
 REFERENCES: dict[str, Callable[..., nn.Module]] = {
     **CLASSIC, **MOBILE, **MODERN, **SHUFFLE, **YOLO}
+
+
+def randomize(model: nn.Module, seed: int = 0) -> None:
+    """Non-trivial γ, δ, biases and running statistics, so eval-mode comparisons mean
+    something (weights keep torch's initialisation, which keeps deep nets finite)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not t.is_floating_point() or t.dim() != 1:
+                continue
+            if name.endswith("running_var") or name.endswith("weight"):
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)

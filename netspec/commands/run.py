@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def _load_input(path: str) -> object:
     import numpy as np
-    from numpy.lib import format as npformat
+
+    from netspec.npy import check_npy
 
     p = Path(path)
     if not p.is_file():
@@ -47,18 +49,7 @@ def _load_input(path: str) -> object:
             f.seek(0)
             # the header alone first: what it claims must be in the file, before numpy
             # allocates it
-            version = npformat.read_magic(f)
-            read = npformat.read_array_header_1_0 if version == (1, 0) \
-                else npformat.read_array_header_2_0
-            shape, _, dtype = read(f)
-            data_bytes = p.stat().st_size - f.tell()
-        need = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if dtype.hasobject:
-            raise UsageError(f"{p}: holds Python objects (dtype {dtype}); netspec never "
-                             "unpickles: save a numeric array")
-        if need > data_bytes:
-            raise UsageError(f"{p}: its header claims shape {list(shape)} {dtype} "
-                             f"({need:,} bytes) but the file holds {data_bytes:,}")
+            check_npy(f, os.fstat(f.fileno()).st_size, str(p))
         return np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise UsageError(f"{p}: not a numpy .npy array ({e})") from None

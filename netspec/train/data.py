@@ -102,28 +102,43 @@ def npz_limit() -> int:
     return min(MAX_NPZ_BYTES, memory // 2) if memory > 0 else MAX_NPZ_BYTES
 
 
-def check_npz(p: Path, limit: int | None = None) -> None:
-    """An .npz is a zip: refuse anything else (an .npy, say) and, from the zip's own
-    headers and before anything is inflated, one that would inflate past ``limit``."""
+#: how to make an .npz of training data, said when a file is not one
+DATA_HINT = "save the data with np.savez(path, x=…, y=…)"
+
+
+def check_npz(p: Path, limit: int | None = None, hint: str = DATA_HINT) -> None:
+    """An .npz is a zip: refuse anything else (an .npy, say; ``hint`` says how to make
+    one) and, from the zip's own headers and before anything is inflated, one that would
+    inflate past ``limit``; then each array's .npy header, which must not claim more
+    than its member holds (numpy would allocate what it claims before reading)."""
     import zipfile
+    import zlib
+
+    from netspec.npy import check_npy
 
     limit = npz_limit() if limit is None else limit
     try:
         with p.open("rb") as f:
             head = f.read(6)
         if head == b"\x93NUMPY":
-            raise UsageError(f"{p}: a numpy .npy file, not an .npz; save the data with "
-                             "np.savez(path, x=…, y=…)")
+            raise UsageError(f"{p}: a numpy .npy file, not an .npz; {hint}")
         if not zipfile.is_zipfile(p):
-            raise UsageError(f"{p}: not an .npz file (save the data with "
-                             "np.savez(path, x=…, y=…))")
+            raise UsageError(f"{p}: not an .npz file ({hint})")
         with zipfile.ZipFile(p) as z:
-            total = sum(i.file_size for i in z.infolist())
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
+            members = z.infolist()
+            total = sum(i.file_size for i in members)
+            if total > limit:
+                raise UsageError(f"{p}: inflates to {total:,} bytes, over the {limit:,} "
+                                 "netspec loads into memory; nothing was read")
+            for info in members:
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as member:
+                        check_npy(member, info.file_size,
+                                  f"{p}: array '{info.filename[:-4]}'")
+    # what a damaged zip raises: its headers, an unknown compression method, a password
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError,
+            NotImplementedError, RuntimeError) as e:
         raise UsageError(f"{p}: not a readable .npz file ({e})") from None
-    if total > limit:
-        raise UsageError(f"{p}: inflates to {total:,} bytes, over the {limit:,} netspec "
-                         "loads into memory; nothing was read")
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray, graph: Graph, where: str) -> Split:
