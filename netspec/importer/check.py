@@ -63,7 +63,8 @@ def correspondence(net: FlatNet, tree: Sequence[Item], graph: Graph) -> dict[int
     options, shape, and inputs (in order; either order for add and mul)."""
     by_id = {n.id: n for n in net.nodes}
     order = expansion_order(tree)
-    layers = graph.layers
+    live = graph.live()  # a split's unused part is in the Graph, never computed
+    layers = [n for n in graph.layers if n.name in live]
     if len(order) != len(layers):
         raise ImportBug(f"the written spec has {len(layers)} layers, the source "
                         f"{len(order)}")
@@ -100,6 +101,8 @@ def weights_for(net: FlatNet, graph: Graph, names: dict[int, str]) -> dict[str, 
         assert node.args is not None
         ins = graph.input_shapes(node)
         want = {**node.args.param_shapes(ins), **node.args.buffer_shapes(ins)}
+        if not want:
+            continue
         flat = by_id[flat_of[node.name]]
         for tensor, shape in want.items():
             value = np.asarray(_numpy(net.source_tensors[flat.tensors[tensor]]))
@@ -152,7 +155,8 @@ def registration_matches(net: FlatNet, graph: Graph, names: dict[int, str]) -> b
     ours: list[str] = []
     for node in graph.registration():
         assert node.args is not None
-        flat = by_id[flat_of[node.name]]
-        ours += [flat.tensors[t] for t in node.args.param_shapes(graph.input_shapes(node))]
+        params = node.args.param_shapes(graph.input_shapes(node))
+        if params:
+            ours += [by_id[flat_of[node.name]].tensors[t] for t in params]
     theirs = [p for p in net.source_params if p in set(ours)]
     return ours == theirs

@@ -18,7 +18,7 @@ from netspec.importer.check import (
     resolve_written,
     weights_for,
 )
-from netspec.importer.flat import FlatNet, prune
+from netspec.importer.flat import FlatNet, Unmappable, prune
 from netspec.importer.structure import build_tree
 from netspec.importer.write import spec_text
 
@@ -36,6 +36,8 @@ class Imported:
 
 def spec_from_flat(net: FlatNet, header: Sequence[str], file: str) -> Imported:
     prune(net)
+    if not net.nodes:
+        raise Unmappable(f"{net.name}: returns its input unchanged; a spec needs a layer")
     tree = build_tree(net)
     blocks = make_blocks(tree)
     tree = make_repeats(inline_single_uses(tree, blocks), blocks)

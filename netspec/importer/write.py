@@ -150,7 +150,8 @@ class Writer:
     def _find_references(self, items: Sequence[Item], entry: int, cur: int) -> None:
         for it in items:
             if isinstance(it, Layer) and _is_merge(it.node):
-                wanted = it.reads[1:] if it.reads and it.reads[0] == cur else it.reads
+                wanted = list(it.reads) if cur in it.reads[1:] else (
+                    it.reads[1:] if it.reads[0] == cur else it.reads)
             else:
                 wanted = [] if not it.reads or it.reads[0] == cur else it.reads[:1]
             self.referenced.update(t for t in wanted if t != entry)
@@ -215,7 +216,7 @@ class Writer:
             while not lst.ns.claim(f"y{k}"):
                 k += 1
             return f"y{k}"
-        lst.ns.auto(prefix)
+        lst.ns.taken.add(lst.ns.auto(prefix))  # as the resolver takes an automatic name
         return None
 
     def _wanted_name(self, it: Item, prefix: str, lst: _List) -> str | None:
@@ -303,13 +304,21 @@ class Writer:
         cls = kind_class(n.kind, n.options)
         keys: dict[str, Any] = {}
         if _is_merge(n):
-            refs = it.reads[1:] if it.reads[0] == lst.cur else it.reads
-            # the resolver reads a merge's list after the name, so name it first below
+            # a merge reads the current tensor, then its list; a list that names the
+            # current tensor is taken as written; another first input comes by input:
+            if lst.cur in it.reads[1:]:
+                refs = list(it.reads)
+            elif it.reads[0] == lst.cur:
+                refs = it.reads[1:]
+            else:
+                keys["input"] = self._ref(lst, it.reads[0])
+                refs = it.reads[1:]
             ref_texts = [self._ref(lst, t) for t in refs]
             name = self._claim(lst, it, cls.auto_name)
             if name:
-                keys = {"from": ref_texts, "as": name}
-                self._line(indent, f"- {n.kind}: {scalar(keys)}")
+                keys["as"] = name
+            if keys:
+                self._line(indent, f"- {n.kind}: {scalar({'from': ref_texts, **keys})}")
             else:
                 self._line(indent, f"- {n.kind}: {scalar(ref_texts)}")
             self._name_outs(lst, it, name)
@@ -395,7 +404,11 @@ class Writer:
         self._tail(it, lst, indent, "dense", {})
 
     def _use(self, u: Use, lst: _List, indent: int, rep: Repeat | None) -> None:
-        args = {a: self._value(u, a, v) for a, v in u.args.items()}
+        # every arg the use writes: in a block's layers, what the enclosing block says
+        # (an expression of its args) even where this first use has the default
+        defaults = self.blocks[u.block].args
+        args = {a: self._value(u, a, v) for a, v in u.full_args.items()}
+        args = {a: v for a, v in args.items() if v != defaults.get(a) or a not in defaults}
         if rep is not None:
             args = dict(rep.args)
             args["repeat"] = len(rep.uses)

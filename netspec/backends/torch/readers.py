@@ -11,7 +11,10 @@ every op has exactly one entry.
 
 Module classes are named by the class that defines their behaviour (its ``forward``), as
 a qualified name, so torchvision's, timm's and Ultralytics' classes are recognised without
-importing those libraries, and a subclass that keeps its base's forward is its base.
+importing those libraries, and a subclass that keeps its base's forward is its base. A
+class from outside torch is also known by its bare name wherever it is defined (a copy of
+torchvision's StochasticDepth in a user's own code), its reader checking that it has the
+attributes it reads.
 """
 
 from __future__ import annotations
@@ -239,6 +242,10 @@ def read_linear(call: Call) -> Mapped:
     assert isinstance(m, nn.Linear)
     x = call.x
     options: dict[str, Any] = {"out": m.out_features, "bias": m.bias is not None}
+    if qualname(behaviour_class(m)) == _NETSPEC + "LinearOverChannels":
+        _image(call)
+        options["over"] = "channels"
+        return Mapped("linear", options, _weights(call, "weight", "bias"))
     if x.layout == CHANNELS_LAST:
         options["over"] = "channels"
     elif x.layout != CANONICAL or len(x.shape) != 1:
@@ -250,11 +257,12 @@ def read_linear(call: Call) -> Mapped:
 
 
 # ---------------------------------------------------------------------------- norms
-def _eps(m: nn.Module) -> dict[str, Any]:
-    eps = getattr(m, "eps", 1e-5)
+def _eps(m: nn.Module, default: float = 1e-5) -> dict[str, Any]:
+    """ε where it is not the kind's default (1e-5; rms norm's 1e-6)."""
+    eps = getattr(m, "eps", default)
     if eps is None:  # nn.RMSNorm: the dtype's epsilon (float32 here)
         eps = torch.finfo(torch.float32).eps
-    return {} if eps == 1e-5 else {"eps": float(eps)}
+    return {} if eps == default else {"eps": float(eps)}
 
 
 def read_batchnorm(call: Call) -> Mapped:
@@ -274,7 +282,31 @@ def read_batchnorm(call: Call) -> Mapped:
 
 
 #: the layer norms over the channels of an NCHW map, by class (they permute inside)
-LAYERNORM2D = ("torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d")
+LAYERNORM2D = ("torchvision.models.convnext.LayerNorm2d", "timm.layers.norm.LayerNorm2d",
+               "netspec.backends.torch.layers.LayerNormOverChannels")
+#: netspec's own modules (layers.py), so a model netspec built imports back
+_NETSPEC = "netspec.backends.torch.layers."
+
+
+def _read_layer_norm_function(call: Call) -> Mapped:
+    """``F.layer_norm(x, shape, weight, bias, eps)`` with γ, δ read as parameters."""
+    x = call.x
+    shape = tuple(call.arg(1, "normalized_shape"))
+    weight, bias = call.arg(2, "weight"), call.arg(3, "bias")
+    eps = float(call.arg(4, "eps", 1e-5))
+    options: dict[str, Any] = {"kind": "layer", **({} if eps == 1e-5 else {"eps": eps})}
+    if x.layout == CHANNELS_LAST and shape == (x.shape[0],):
+        options["over"] = "channels"
+    elif not (x.layout == CANONICAL and shape == tuple(x.shape) and len(shape) == 1):
+        raise Unmappable(f"{call.path}: layer_norm over {list(shape)} of a {_described(x)} "
+                         "tensor has no netspec form")
+    if weight is None:
+        options["affine"] = "none"
+        return Mapped("norm", options, inputs=[x], keeps_layout=True)
+    _need(call, isinstance(weight, In) and weight.is_param and isinstance(bias, In)
+          and bias.is_param, "normalises with computed γ, δ")
+    return Mapped("norm", options, {"weight": weight.param, "bias": bias.param},
+                  inputs=[x], keeps_layout=True)
 
 
 def read_layernorm(call: Call) -> Mapped:
@@ -282,9 +314,10 @@ def read_layernorm(call: Call) -> Mapped:
     (C, H, W) with per-element γ, δ; torchvision's and timm's LayerNorm2d over the
     channels of an NCHW map."""
     m = call.module
-    assert isinstance(m, nn.LayerNorm)
-    if qualname(behaviour_class(m)) in LAYERNORM2D:
-        return read_layernorm2d(call)
+    if m is None:
+        return _read_layer_norm_function(call)
+    if qualname(behaviour_class(m)) not in (qualname(nn.LayerNorm),):
+        return read_layernorm2d(call)  # type: ignore[return-value]
     x = call.x
     _need(call, m.elementwise_affine == (m.bias is not None) or not m.elementwise_affine,
           "has γ without δ")
@@ -305,10 +338,12 @@ def read_layernorm(call: Call) -> Mapped:
                   keeps_layout=True)
 
 
-def read_layernorm2d(call: Call) -> Mapped:
-    """torchvision's and timm's LayerNorm2d: nn.LayerNorm over the channels of an NCHW map."""
+def read_layernorm2d(call: Call) -> Mapped | None:
+    """torchvision's and timm's LayerNorm2d (and netspec's own): nn.LayerNorm over the
+    channels of an NCHW map."""
     m = call.module
-    assert isinstance(m, nn.LayerNorm)
+    if not isinstance(m, nn.LayerNorm):
+        return None
     _image(call)
     options: dict[str, Any] = {"kind": "layer", "over": "channels", **_eps(m)}
     if not m.elementwise_affine:
@@ -320,7 +355,12 @@ def read_groupnorm(call: Call) -> Mapped:
     m = call.module
     assert isinstance(m, nn.GroupNorm)
     _image(call)
-    options: dict[str, Any] = {"kind": "group", "groups": m.num_groups, **_eps(m)}
+    if m.num_groups == 1:  # one group: a layer norm over channels and space (timm's GroupNorm1)
+        options: dict[str, Any] = {"kind": "layer", **_eps(m)}
+        if not m.affine:
+            options["affine"] = "none"
+        return Mapped("norm", options, _weights(call, "weight", "bias"))
+    options = {"kind": "group", "groups": m.num_groups, **_eps(m)}
     if not m.affine:
         options["affine"] = False
     return Mapped("norm", options, _weights(call, "weight", "bias"))
@@ -340,10 +380,14 @@ def read_instancenorm(call: Call) -> Mapped:
 def read_rmsnorm(call: Call) -> Mapped:
     m = call.module
     x = call.x
+    options: dict[str, Any] = {"kind": "rms", **_eps(m, 1e-6)}
+    if qualname(behaviour_class(m)) == _NETSPEC + "RMSNorm":  # netspec's own, on NCHW too
+        if m.over != "channels":
+            options["over"] = m.over
+        if m.weight is None:
+            options["affine"] = False
+        return Mapped("norm", options, _weights(call, "weight"), inputs=[x])
     shape = tuple(m.normalized_shape)
-    options: dict[str, Any] = {"kind": "rms", **_eps(m)}
-    if options.get("eps") is None:
-        options["eps"] = 1e-5  # torch's default is the dtype's epsilon; spelled out
     if x.layout == CHANNELS_LAST and shape == (x.shape[0],):
         options["over"] = "channels"
     elif not (x.layout == CANONICAL and len(x.shape) == 1 and shape == tuple(x.shape)):
@@ -356,21 +400,29 @@ def read_rmsnorm(call: Call) -> Mapped:
 
 # ---------------------------------------------------------------------------- dropout
 def read_dropout(call: Call) -> Mapped:
+    m = call.module
+    if m is not None and hasattr(m, "keep"):  # netspec's classic dropout
+        options: dict[str, Any] = {"keep": float(m.keep), "scaling": "classic"}
+        if m.channel:
+            options["kind"] = "channel"
+        return Mapped("dropout", options, inputs=[call.x], keeps_layout=True)
     if call.module is not None:
         p = float(call.module.p)
         channel = isinstance(call.module, nn.Dropout2d)
     else:
         p = float(call.arg(1, "p", 0.5))
         channel = call.target is F.dropout2d
-    options: dict[str, Any] = {"drop": p}
+    options = {"drop": p}
     if channel:
         options["kind"] = "channel"
     return Mapped("dropout", options, inputs=[call.x], keeps_layout=True)
 
 
-def read_drop_path(call: Call) -> Mapped:
+def read_drop_path(call: Call) -> Mapped | None:
     m = call.module
     assert m is not None
+    if not (hasattr(m, "p") or hasattr(m, "drop_prob")):
+        return None  # a class of that name that is something else
     mode = getattr(m, "mode", "row")
     _need(call, mode == "row", f"drops in mode {mode!r}")
     _need(call, getattr(m, "scale_by_keep", True), "does not scale by keep")
@@ -602,10 +654,13 @@ def read_split(call: Call) -> Mapped:
 # ---------------------------------------------------------------------------- others
 def read_layer_scale(call: Call) -> Mapped | None:
     """``γ * x`` with γ a parameter of one value per channel."""
-    if call.module is not None:  # timm's LayerScale / LayerScale2d modules
-        gamma = call.module.gamma
+    if call.module is not None:  # timm's LayerScale / LayerScale2d, netspec's own
+        attr = "gamma" if hasattr(call.module, "gamma") else "weight"
+        gamma = getattr(call.module, attr)
         x = call.x
-        source = f"{call.path}.gamma"
+        source = f"{call.path}.{attr}"
+        if attr == "weight" and x.layout == CANONICAL and len(x.shape) == 3:
+            gamma = gamma.reshape(-1)  # netspec's [C, 1, 1], as LayerScale2d's [C]
     else:
         pair = _tensor_pair(call)
         if pair is None or [t.is_param for t in pair].count(True) != 1:
@@ -630,28 +685,37 @@ def read_layer_scale(call: Call) -> Mapped | None:
     return Mapped("layer_scale", options, {"weight": source}, inputs=[x], keeps_layout=True)
 
 
-def read_dfl(call: Call) -> Mapped:
+def read_dfl(call: Call) -> Mapped | None:
     m = call.module
     assert m is not None
     _image(call)
+    if hasattr(m, "bins"):  # netspec's own
+        return Mapped("dfl", {"bins": int(m.bins)}, _weights(call, "weight"))
+    if not (hasattr(m, "c1") and isinstance(getattr(m, "conv", None), nn.Conv2d)):
+        return None
     return Mapped("dfl", {"bins": int(m.c1)}, {"weight": f"{call.path}.conv.weight"})
 
 
 READERS: dict[str, Reader] = {
     "conv": Reader(modules=(qualname(nn.Conv2d),), read=read_conv),
     "conv_transpose": Reader(modules=(qualname(nn.ConvTranspose2d),), read=read_conv_transpose),
-    "linear": Reader(modules=(qualname(nn.Linear),), read=read_linear),
+    "linear": Reader(modules=(qualname(nn.Linear), _NETSPEC + "LinearOverChannels"),
+                     read=read_linear),
     "batchnorm": Reader(modules=(qualname(nn.modules.batchnorm._BatchNorm),
                                  qualname(nn.SyncBatchNorm)), read=read_batchnorm),
-    "layernorm": Reader(modules=(qualname(nn.LayerNorm), *LAYERNORM2D), read=read_layernorm),
+    "layernorm": Reader(modules=(qualname(nn.LayerNorm), *LAYERNORM2D),
+                        functions=(F.layer_norm,), read=read_layernorm),
     "instancenorm": Reader(modules=(qualname(nn.modules.instancenorm._InstanceNorm),),
                            read=read_instancenorm),
     "groupnorm": Reader(modules=(qualname(nn.GroupNorm),), read=read_groupnorm),
-    "rmsnorm": Reader(modules=("torch.nn.modules.normalization.RMSNorm",), read=read_rmsnorm),
-    "dropout": Reader(modules=(qualname(nn.Dropout), qualname(nn.Dropout2d)),
+    "rmsnorm": Reader(modules=("torch.nn.modules.normalization.RMSNorm", _NETSPEC + "RMSNorm"),
+                      read=read_rmsnorm),
+    "dropout": Reader(modules=(qualname(nn.Dropout), qualname(nn.Dropout2d),
+                               _NETSPEC + "ClassicDropout"),
                       functions=(F.dropout, F.dropout2d), read=read_dropout),
     "drop_path": Reader(modules=("torchvision.ops.stochastic_depth.StochasticDepth",
-                                 "timm.layers.drop.DropPath"), read=read_drop_path),
+                                 "timm.layers.drop.DropPath", _NETSPEC + "DropPath"),
+                        read=read_drop_path),
     "relu": Reader(modules=(qualname(nn.ReLU),), functions=(F.relu, torch.relu, F.relu_),
                    methods=("relu", "relu_"), read=_elementwise("relu")),
     "relu6": Reader(modules=(qualname(nn.Hardtanh),), functions=(F.relu6,), read=read_relu6),
@@ -681,10 +745,12 @@ READERS: dict[str, Reader] = {
                       functions=(F.channel_shuffle, torch.channel_shuffle),
                       read=read_shuffle, movement=_on_numpy(movement.shuffle)),
     "layer_scale": Reader(modules=("timm.layers.layer_scale.LayerScale",
-                                   "timm.layers.layer_scale.LayerScale2d"),
+                                   "timm.layers.layer_scale.LayerScale2d",
+                                   _NETSPEC + "LayerScale"),
                           functions=(operator.mul, torch.mul), methods=("mul",),
                           read=read_layer_scale),
-    "dfl": Reader(modules=("ultralytics.nn.modules.block.DFL",), read=read_dfl),
+    "dfl": Reader(modules=("ultralytics.nn.modules.block.DFL", _NETSPEC + "DFL"),
+                  read=read_dfl),
     "maxpool": Reader(modules=(qualname(nn.MaxPool2d),), functions=(F.max_pool2d,),
                       read=read_maxpool),
     "avgpool": Reader(modules=(qualname(nn.AvgPool2d),), functions=(F.avg_pool2d,),

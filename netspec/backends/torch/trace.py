@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import itertools
 import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,10 +52,10 @@ _IDENTITY_MODULES = (nn.Identity,)
 #: functions and methods that only move values (or change nothing): run on index maps
 _MOVEMENT_FUNCTIONS = {torch.permute, torch.transpose, torch.reshape, torch.flatten,
                        torch.squeeze, torch.unsqueeze, torch.t, torch.swapaxes,
-                       torch.movedim, torch.narrow}
+                       torch.movedim}
 _MOVEMENT_METHODS = {"permute", "transpose", "view", "reshape", "flatten", "contiguous",
                      "squeeze", "unsqueeze", "t", "swapaxes", "movedim", "clone", "detach",
-                     "view_as", "reshape_as", "narrow"}
+                     "view_as", "reshape_as"}
 #: methods and attributes that read a tensor's size
 _SIZE_METHODS = {"size", "dim", "numel", "ndimension"}
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
@@ -111,12 +112,15 @@ def _numel(shape: Shape) -> int:
 # ---------------------------------------------------------------------------- dispatch
 def _index() -> tuple[dict[str, list[tuple[str, Reader]]], dict[Any, list[tuple[str, Reader]]],
                       dict[str, list[tuple[str, Reader]]]]:
+    # a class from outside torch is known by its qualified name and by its bare one
     by_module: dict[str, list[tuple[str, Reader]]] = {}
     by_function: dict[Any, list[tuple[str, Reader]]] = {}
     by_method: dict[str, list[tuple[str, Reader]]] = {}
     for op, reader in READERS.items():
         for name in reader.modules:
             by_module.setdefault(name, []).append((op, reader))
+            if not name.startswith("torch."):
+                by_module.setdefault(name.rpartition(".")[2], []).append((op, reader))
         for fn in reader.functions:
             by_function.setdefault(fn, []).append((op, reader))
         for m in reader.methods:
@@ -128,8 +132,36 @@ BY_MODULE, BY_FUNCTION, BY_METHOD = _index()
 MOVEMENT_READERS = [(op, r) for op, r in READERS.items() if r.movement is not None]
 
 
+def module_readers(module: nn.Module) -> list[tuple[str, Reader]]:
+    cls = behaviour_class(module)
+    return BY_MODULE.get(qualname(cls)) or BY_MODULE.get(cls.__name__, [])
+
+
 def claimed(module: nn.Module) -> bool:
-    return qualname(behaviour_class(module)) in BY_MODULE
+    return bool(module_readers(module))
+
+
+class _Proxy(fx.Proxy):
+    """fx's Proxy that can also be iterated where the count is in the code: the parts of
+    ``x.chunk(2, 1)`` (YOLOv8's ``list(self.cv1(x).chunk(2, 1))``)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        n = _parts(self.node)
+        if n is None:
+            return super().__iter__()
+        return iter([self[i] for i in range(n)])
+
+
+def _parts(node: fx.Node) -> int | None:
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    args = node.args[1:] if len(node.args) > 1 else ()
+    how = args[0] if args else node.kwargs.get("chunks", node.kwargs.get(
+        "split_size_or_sections"))
+    if name == "chunk" and isinstance(how, int):
+        return how
+    if name == "split" and isinstance(how, list | tuple):
+        return len(how)
+    return None
 
 
 class _Tracer(fx.Tracer):
@@ -146,6 +178,9 @@ class _Tracer(fx.Tracer):
         if isinstance(m, _CONTAINERS):
             return False
         return super().is_leaf_module(m, module_qualified_name)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
 
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
         self.where.append(self.path_of_module(m))
@@ -183,6 +218,9 @@ class _Interpreter:
         self.called: dict[str, str] = {}  # module path → the fx node that called it
         self.splits = 0
         self.where = name
+        #: the channel ranges code narrows each tensor to: its parts, as one split
+        self.cuts = _narrow_cuts(gm.graph)
+        self.parts_of: dict[fx.Node, tuple[list[int], tuple[_Value, ...]]] = {}
 
     # -------------------------------------------------------------- values
     def _settle(self, v: _Value, fx_node: fx.Node) -> _Value:
@@ -279,7 +317,7 @@ class _Interpreter:
                              "layer owns its weights")
         self.called[path] = node.name
         call = Call(path, module, None, self._as_in(args), self._as_in(kwargs))
-        readers = BY_MODULE.get(qualname(behaviour_class(module)), [])
+        readers = module_readers(module)
         return self._read(node, call, readers, args, kwargs,
                           f"{type(module).__name__} has no netspec kind")
 
@@ -291,6 +329,8 @@ class _Interpreter:
             if not tracked:
                 return getattr(args[0], name)(*args[1:], **kwargs)
             if isinstance(args[0], _Value):
+                if name == "narrow":
+                    return self._narrow(node, args[0], *args[1:], **kwargs)
                 if name in _SIZE_METHODS:
                     return getattr(torch.empty(args[0].torch_shape, device="meta"),
                                    name)(*args[1:], **kwargs)
@@ -303,6 +343,8 @@ class _Interpreter:
             call = Call(self.where, None, name, self._as_in(args), self._as_in(kwargs))
             return self._read(node, call, readers, args, kwargs,
                               f"tensor method .{name}() has no netspec kind")
+        if _is_narrow(node) and isinstance(args[0], _Value):
+            return self._narrow(node, args[0], *args[1:], **kwargs)
         if target is builtins.getattr and isinstance(args[0], _Value):
             meta = torch.empty(args[0].torch_shape, device="meta")
             return getattr(meta, args[1])
@@ -322,6 +364,27 @@ class _Interpreter:
         call = Call(self.where, None, target, self._as_in(args), self._as_in(kwargs))
         what = getattr(target, "__name__", str(target))
         return self._read(node, call, readers, args, kwargs, f"{what} has no netspec kind")
+
+    def _narrow(self, node: fx.Node, x: _Value, dim: int, start: int, length: int) -> _Value:
+        """``x.narrow(1, start, length)``: a part of a split whose parts are the ranges
+        the code narrows x to (netspec's own split, torch.narrow per part)."""
+        rank = len(x.shape) + 1
+        src = node.args[0]
+        assert isinstance(src, fx.Node)
+        if x.layout != CANONICAL or dim % rank != 1 or src not in self.cuts:
+            raise Unmappable(f"{self.where}: narrow along dim {dim} has no netspec kind")
+        if src not in self.parts_of:
+            ends = sorted({0, x.shape[0], *self.cuts[src]})
+            sizes = [b - a for a, b in itertools.pairwise(ends)]
+            options = {"parts": len(sizes)} if len(set(sizes)) == 1 else {"sizes": sizes}
+            self.parts_of[src] = (ends, self._split(node, Mapped("split", options,
+                                                                  parts=sizes), x))
+        ends, parts = self.parts_of[src]
+        if start not in ends or start + length not in ends or \
+                ends.index(start + length) != ends.index(start) + 1:
+            raise Unmappable(f"{self.where}: narrow to channels {start}…{start + length} "
+                             "overlaps another part of the same tensor")
+        return parts[ends.index(start)]
 
     def _getitem(self, node: fx.Node, v: _Value, index: Any) -> Any:
         return self._move(node, lambda t: t[index], v)
@@ -433,6 +496,23 @@ class _Interpreter:
                                  "has no layer for")
             ids.append(v.node)
         self.net.outputs = tuple(ids)
+
+
+def _is_narrow(node: fx.Node) -> bool:
+    return node.target in (torch.narrow, "narrow")
+
+
+def _narrow_cuts(graph: fx.Graph) -> dict[fx.Node, set[int]]:
+    """For each tensor the code narrows along dim 1 with constant ranges, the range
+    ends: where its split cuts it."""
+    cuts: dict[fx.Node, set[int]] = {}
+    for node in graph.nodes:
+        if not _is_narrow(node) or len(node.args) != 4:
+            continue
+        src, _dim, start, length = node.args
+        if isinstance(src, fx.Node) and isinstance(start, int) and isinstance(length, int):
+            cuts.setdefault(src, set()).update({start, start + length})
+    return cuts
 
 
 def validated_kind(op: str) -> str:
