@@ -46,6 +46,7 @@ from onnxruntime.quantization import (
 )
 
 from netspec.backends.onnx import opset as ops
+from netspec.backends.onnx.runner import session_options
 from netspec.errors import NetspecError, UsageError
 from netspec.graph import Graph
 
@@ -203,7 +204,7 @@ def _outputs(model: bytes, x: np.ndarray) -> np.ndarray:
     """The first output of ``model`` on ``x`` (in batches of 256)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, session_options(), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i:i + 256]})[0]
                            for i in range(0, len(x), 256)])
