@@ -10,6 +10,7 @@ joined, so every rank of a distributed run fails the same way at the same time.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,22 +70,25 @@ def load_digits_arrays(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_npz_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def load_npz_arrays(path: str | Path, graph: Graph | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` of an .npz. With ``graph``, both shapes and x's dtype are checked
+    against it from the .npy headers first, so a file that does not fit is refused
+    before gigabytes are inflated."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{p}: no such data file (--data takes 'digits' or a .npz file)")
-    check_npz(p)
+    arrays = check_npz(p)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise UsageError(f"{p}: needs arrays 'x' and 'y' (np.savez(path, x=…, y=…)); "
+                         f"it has {sorted(arrays) or 'none'}")
+    if graph is not None:
+        check_layout(*arrays["x"], arrays["y"][0], graph, str(p))
     try:
         # allow_pickle=False: an .npz may hold object arrays, which would unpickle code
         with np.load(p, allow_pickle=False) as z:
-            names = set(z.files)
-            missing = [k for k in ("x", "y") if k not in names]
-            if missing:
-                raise UsageError(f"{p}: needs arrays 'x' and 'y' (np.savez(path, x=…, y=…)); "
-                                 f"it has {sorted(names) or 'none'}")
             return z["x"], z["y"]
-    except UsageError:
-        raise
     except (ValueError, OSError, EOFError) as e:
         raise UsageError(f"{p}: not a readable .npz file ({e})") from None
 
@@ -102,9 +106,11 @@ def npz_limit() -> int:
     return min(MAX_NPZ_BYTES, memory // 2) if memory > 0 else MAX_NPZ_BYTES
 
 
-def check_npz(p: Path, limit: int | None = None) -> None:
+def check_npz(p: Path, limit: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """An .npz is a zip: refuse anything else (an .npy, say) and, from the zip's own
-    headers and before anything is inflated, one that would inflate past ``limit``."""
+    headers and before anything is inflated, one that would inflate past ``limit``.
+    Returns each array's shape and dtype, read from its .npy header (its first bytes):
+    a header that claims more than its member holds is refused here, not allocated."""
     import zipfile
 
     limit = npz_limit() if limit is None else limit
@@ -118,37 +124,67 @@ def check_npz(p: Path, limit: int | None = None) -> None:
             raise UsageError(f"{p}: not an .npz file (save the data with "
                              "np.savez(path, x=…, y=…))")
         with zipfile.ZipFile(p) as z:
-            total = sum(i.file_size for i in z.infolist())
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
+            members = z.infolist()
+            total = sum(i.file_size for i in members)
+            if total > limit:
+                raise UsageError(f"{p}: inflates to {total:,} bytes, over the {limit:,} "
+                                 "netspec loads into memory; nothing was read")
+            return {i.filename.removesuffix(".npy"): _npy_header(p, z, i) for i in members}
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
         raise UsageError(f"{p}: not a readable .npz file ({e})") from None
-    if total > limit:
-        raise UsageError(f"{p}: inflates to {total:,} bytes, over the {limit:,} netspec "
-                         "loads into memory; nothing was read")
+
+
+def _npy_header(p: Path, z: Any, info: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """One member's shape and dtype, from its header, checked against its size."""
+    fmt = np.lib.format
+    with z.open(info) as f:
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(f)
+    if dtype.hasobject:
+        raise UsageError(f"{p}: array '{info.filename}' holds Python objects, which netspec "
+                         "does not unpickle; save numbers")
+    if math.prod(shape) * dtype.itemsize > info.file_size:
+        raise UsageError(f"{p}: array '{info.filename}' claims shape {fmt_shape(shape)} "
+                         f"({math.prod(shape) * dtype.itemsize:,} bytes) but holds "
+                         f"{info.file_size:,}")
+    return tuple(shape), dtype
+
+
+def check_layout(x_shape: tuple[int, ...], x_dtype: np.dtype, y_shape: tuple[int, ...],
+                 graph: Graph, where: str) -> None:
+    """x's dtype and both shapes against the spec: known from an .npz's headers, so
+    a file that does not fit is refused before its data is read."""
+    want_x = (*graph.input_shape,)
+    if x_dtype.kind not in "fiu":
+        raise UsageError(f"{where}: x has dtype {x_dtype}; inputs must be real numbers")
+    if len(x_shape) != len(want_x) + 1 or tuple(x_shape[1:]) != want_x:
+        raise UsageError(f"{where}: x has shape {fmt_shape(x_shape)}, spec '{graph.name}' "
+                         f"takes [N, {fmt_shape(want_x)[1:]}")
+    n = x_shape[0]
+    if n < 2:
+        raise UsageError(f"{where}: {n} sample(s); training needs at least 2")
+    want_y = (n,) if graph.task == "classification" else (n, *graph.output_shape[1:])
+    if tuple(y_shape) != want_y:
+        raise UsageError(f"{where}: y has shape {fmt_shape(y_shape)}; {graph.task} with "
+                         f"{n} samples needs {_labels(graph)} of shape "
+                         f"{fmt_shape(want_y)}")
+
+
+def _labels(graph: Graph) -> str:
+    return "class indices" if graph.task == "classification" else "per-pixel class masks"
 
 
 def check_arrays(x: np.ndarray, y: np.ndarray, graph: Graph, where: str) -> Split:
     """The arrays as a Split, or a one-line UsageError saying what does not fit the spec."""
-    want_x = (*graph.input_shape,)
-    if x.dtype.kind not in "fiu":
-        raise UsageError(f"{where}: x has dtype {x.dtype}; inputs must be real numbers")
-    if x.ndim != len(want_x) + 1 or tuple(x.shape[1:]) != want_x:
-        raise UsageError(f"{where}: x has shape {fmt_shape(x.shape)}, spec '{graph.name}' takes "
-                         f"[N, {fmt_shape(want_x)[1:]}")
-    n = len(x)
-    if n < 2:
-        raise UsageError(f"{where}: {n} sample(s); training needs at least 2")
+    check_layout(x.shape, x.dtype, y.shape, graph, where)
     classes = graph.output_shape[0]
-    want_y = (n,) if graph.task == "classification" else (n, *graph.output_shape[1:])
-    what = "class indices" if graph.task == "classification" else "per-pixel class masks"
-    if tuple(y.shape) != want_y:
-        raise UsageError(f"{where}: y has shape {fmt_shape(y.shape)}; {graph.task} with "
-                         f"{n} samples needs {what} of shape {fmt_shape(want_y)}")
     if not np.issubdtype(y.dtype, np.integer):
         hint = ""
         if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             hint = " (they look whole: convert with y.astype(np.int64))"
         raise UsageError(f"{where}: labels y have dtype {y.dtype}; they must be integer "
-                         f"{what} 0…{classes - 1}{hint}")
+                         f"{_labels(graph)} 0…{classes - 1}{hint}")
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= classes:
         bad = lo if lo < 0 else hi
@@ -164,7 +200,7 @@ def load_source(source: str, graph: Graph) -> Split:
     if source == DIGITS:
         x, y = load_digits_arrays(graph)
     else:
-        x, y = load_npz_arrays(source)
+        x, y = load_npz_arrays(source, graph)
     return check_arrays(x, y, graph, source)
 
 
