@@ -15,11 +15,11 @@ import threading
 import traceback
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from netspec import __version__
 from netspec.commands import COMMANDS
-from netspec.errors import NetspecError, VarError
+from netspec.errors import NetspecError, UsageError, VarError
 
 
 class _CtrlC:
@@ -47,8 +47,17 @@ class _CtrlC:
             self._old = None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as every other netspec error: one line and exit status 2
+    (argparse prints the whole usage first: ten lines for ``export --opset abc``).
+    Subcommand parsers are of the parent's class, so this covers every command."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="netspec",
         description="Declarative model specs: validate, count, build, export.",
     )
@@ -65,10 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     test, a script): a Ctrl-C the user types is then the caller's to handle — it stops a
     test run rather than failing one test — and propagates; a KeyboardInterrupt that the
     command's own code raises still becomes 130."""
-    args = parser().parse_args(argv)
     typed = _CtrlC()
     try:
         with typed:
+            args = parser().parse_args(argv)
             return int(args.run(args) or 0)
     except VarError as e:  # the core speaks of vars; here they came from --set
         print(str(e.as_flag()), file=sys.stderr)

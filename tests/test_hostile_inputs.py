@@ -234,6 +234,68 @@ def test_hypothesis_runs_the_same_examples_everywhere() -> None:
     assert settings.default.deadline is None
 
 
+@pytest.mark.parametrize(("argv", "start"), [
+    (["export", "{spec}", "-o", "{out}", "--opset", "abc"],
+     "netspec export: argument --opset: invalid int value: 'abc'"),
+    ([], "netspec: the following arguments are required: COMMAND"),
+    (["validate"], "netspec validate: the following arguments are required: spec"),
+    (["validate", "{spec}", "--bogus"], "netspec: unrecognized arguments: --bogus"),
+    (["export", "{spec}", "-o", "{out}", "--precision", "int4"],
+     "netspec export: argument --precision: invalid choice: 'int4'"),
+], ids=["--opset abc", "no command", "no spec", "unknown option", "bad choice"])
+def test_argparse_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      argv: list[str], start: str) -> None:
+    """argparse printed its whole usage first (ten lines for export), then the error.
+    (Its own words after ``start`` vary between Python versions: how it lists choices.)"""
+    out = tmp_path / "m.onnx"
+    code = main([a.format(spec=RESNET18, out=out) for a in argv])
+    err = capsys.readouterr().err
+    command = start.split(":")[0]
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(start) and err.endswith(f" (see {command} --help)\n"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+MLP = str(ROOT / "specs" / "mlp.yaml")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["export", MLP, "--max-drop", "101"], "--max-drop 101: must be a finite number, at "
+     "least 0 and below 100 (points of accuracy: a drop is at most 100, so a limit of 100 "
+     "or more would refuse nothing)"),
+    (["export", MLP, "--max-drop", "-1"], None),
+    (["export", MLP, "--max-drop", "nan"], None),
+    (["export", MLP, "--tolerance", "inf"], "--tolerance inf: must be a finite number, 0 or "
+     "more"),
+    (["export", MLP, "--tolerance", "-0.5"], None),
+    (["export", MLP, "--seed", "-1"], "--seed -1: must be from 0 to 4,294,967,295"),
+    (["build", MLP, "--seed", str(2**32)], None),
+    (["train", MLP, "--data", "digits", "--epochs", "1", "--seed", "-3"], None),
+    (["train", MLP, "--data", "digits", "--epochs", "1", "--workers", "-1"],
+     "--workers -1: must be 0 or more"),
+    (["train", MLP, "--data", "digits", "--epochs", "1", "--cache-mb", "nan"],
+     "--cache-mb nan: must be a finite number, 0 or more"),
+], ids=lambda v: " ".join(v[-2:]) if isinstance(v, list) else "")
+def test_option_values_that_could_never_act_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+        message: str | None) -> None:
+    """Refused as the command line is read, before any work or any file: a limit that no
+    result can pass, a tolerance of inf, a seed numpy's generators refuse."""
+    out = tmp_path / ("m.onnx" if argv[0] == "export" else "w.safetensors")
+    flag, value = argv[-2:]
+    refused(capsys, message or f"{flag} {value}: must be " + {
+        "--max-drop": "a finite number, at least 0 and below 100 (points of accuracy: a "
+                      "drop is at most 100, so a limit of 100 or more would refuse nothing)",
+        "--tolerance": "a finite number, 0 or more",
+        "--seed": "from 0 to 4,294,967,295"}[flag], *argv, "-o", str(out))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_refuses_top_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refused(capsys, "--top 0: must be 1 or more",
+            "run", str(tmp_path / "m.onnx"), "--input", "x.npy", "--top", "0")
+
+
 @pytest.mark.parametrize("flag", ["--lr inf", "--weight-decay nan", "--warmup-epochs inf"])
 def test_training_numbers_are_finite(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      flag: str) -> None:

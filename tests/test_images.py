@@ -434,7 +434,7 @@ def test_cached_masks_and_the_memory_budget(tmp_path, capsys):
     assert len(note.splitlines()) == 1 and note.startswith("note:") and "--cache-mb" in note
     assert train("--set", "classes=3", "--data", str(image_folder(tmp_path / "d", 3, 2, 1)),
                  "--epochs", "1", "--cache-mb", "-1", "-o", str(tmp_path / "c.st")) == 2
-    assert "--cache-mb -1: must be 0 or more" in one_error_line(capsys)
+    assert "--cache-mb -1: must be a finite number, 0 or more" in one_error_line(capsys)
 
 
 def test_run_without_a_recorded_recipe_and_on_an_empty_folder(tmp_path, capsys):
