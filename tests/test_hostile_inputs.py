@@ -296,6 +296,59 @@ def test_run_refuses_top_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
             "run", str(tmp_path / "m.onnx"), "--input", "x.npy", "--top", "0")
 
 
+# ------------------------------------------------------------------ library warnings
+def test_library_warnings_become_one_note_or_nothing(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A library's warning printed its text, its file and line, and the source line; now
+    the ones to act on are netspec's note, once, and the rest say nothing."""
+    import warnings
+
+    import numpy as np
+
+    import netspec.commands.validate as v
+
+    def noisy(args: object) -> int:
+        for _ in range(2):  # numpy's RuntimeWarning, twice: one note
+            np.array([1e300]).astype(np.float32)
+        warnings.warn("TypedStorage is deprecated", UserWarning, stacklevel=1)
+        warnings.warn("This DataLoader will create 9 worker processes in total. Our "
+                      "suggested max number of worker in current system is 2, which is "
+                      "smaller than what this DataLoader is going to create.", UserWarning,
+                      stacklevel=1)
+        warnings.warn("a deprecation", DeprecationWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(v, "run", noisy)
+    monkeypatch.setattr("sys.warnoptions", [])  # as a plain `netspec` run has them
+    assert main(["validate", RESNET18]) == 0
+    assert capsys.readouterr().err == (
+        "note: a value too large for float32 became infinite\n"
+        "note: 9 image-decoding workers (--workers) for 2 CPUs: more than the CPUs slows "
+        "decoding down rather than up\n")
+
+
+def test_torchs_dataloader_warning_is_netspecs_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The real one: more decoding workers than the CPUs torch counts."""
+    from PIL import Image
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert cpus
+    for split in ("train", "val"):
+        for c in "ab":
+            (tmp_path / "d" / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("L", (8, 8), 60 * i).save(tmp_path / "d" / split / c / f"{i}.png")
+    monkeypatch.setattr("sys.warnoptions", [])
+    assert main(["train", str(ROOT / "specs" / "digits_cnn.yaml"), "--set", "classes=2",
+                 "--data", str(tmp_path / "d"), "--epochs", "1", "--workers",
+                 str(cpus + 1), "-o", str(tmp_path / "w.safetensors")]) == 0
+    assert capsys.readouterr().err == (
+        f"note: {cpus + 1} image-decoding workers (--workers) for {cpus} CPUs: more than the "
+        "CPUs slows decoding down rather than up\n")
+
+
 @pytest.mark.parametrize("flag", ["--lr inf", "--weight-decay nan", "--warmup-epochs inf"])
 def test_training_numbers_are_finite(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                      flag: str) -> None:
