@@ -37,17 +37,22 @@ def copies(n: int, layer: str = "conv: {out: 4, k: 1}") -> str:
 
 
 def best_time(f: Callable[[], object], runs: int) -> float:
-    """The shortest of ``runs`` runs, with Python's cyclic collector paused: its full
-    passes, tens of milliseconds whenever they fall due, would decide a ratio of
-    small times (the work itself is what is measured)."""
+    """Seconds of CPU one call of ``f`` takes: the least of ``runs`` measurements, each
+    repeating the call until it has taken 0.2 s. CPU time, not wall time, and long
+    measurements: on a machine shared with other work, a call preempted midway would
+    decide a ratio of wall times (a 2 ms call is rarely preempted, a 20 ms one often).
+    Python's cyclic collector is paused: its full passes, whenever they fall due, are
+    not the work measured."""
     best = float("inf")
     for _ in range(runs):
         gc.collect()
         gc.disable()
         try:
-            start = time.perf_counter()
-            f()
-            best = min(best, time.perf_counter() - start)
+            calls, start = 0, time.process_time()
+            while (spent := time.process_time() - start) < 0.2 or calls == 0:
+                f()
+                calls += 1
+            best = min(best, spent / calls)
         finally:
             gc.enable()
     return best
