@@ -9,17 +9,20 @@ netspec/commands/ and imports torch or onnx only inside its ``run``, so ``valida
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from netspec import __version__
 from netspec.commands import COMMANDS
-from netspec.errors import NetspecError, VarError
+from netspec.errors import NetspecError, UsageError, VarError
 
 
 class _CtrlC:
@@ -47,8 +50,61 @@ class _CtrlC:
             self._old = None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as every other netspec error: one line and exit status 2
+    (argparse prints the whole usage first: ten lines for ``export --opset abc``).
+    Subcommand parsers are of the parent's class, so this covers every command."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+#: library warnings a user should act on → netspec's own note (``str.format`` of the
+#: match's groups). Every other warning of torch, numpy, Pillow, onnx or onnxruntime
+#: is dropped: netspec checks what matters itself (finite weights, image sizes…)
+NOTES = [
+    (re.compile(r"This DataLoader will create (\d+) worker processes in total\. Our "
+                r"suggested max number of worker in current system is (\d+)"),
+     "note: {0} image-decoding workers (--workers) for {1} CPUs: more than the CPUs "
+     "slows decoding down rather than up"),
+    (re.compile(r"overflow encountered in cast"),
+     "note: a value too large for float32 became infinite"),
+]
+
+
+def _note(message: str) -> str | None:
+    for pattern, note in NOTES:
+        m = pattern.search(message)
+        if m:
+            return note.format(*m.groups())
+    return None
+
+
+@contextmanager
+def _library_warnings() -> Iterator[None]:
+    """While a command runs, every Python warning (a library's text, then its file and
+    source line) becomes netspec's one-line note, once, or nothing (``NOTES``). Where
+    Python is told what to do with warnings (-W, PYTHONWARNINGS), it is left to."""
+    if sys.warnoptions:
+        yield
+        return
+    shown: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        note = _note(str(message))
+        if note is not None and note not in shown:
+            shown.add(note)
+            print(note, file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # each one reaches show(), which says it once
+        warnings.showwarning = show
+        yield
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="netspec",
         description="Declarative model specs: validate, count, build, export.",
     )
@@ -65,10 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     test, a script): a Ctrl-C the user types is then the caller's to handle — it stops a
     test run rather than failing one test — and propagates; a KeyboardInterrupt that the
     command's own code raises still becomes 130."""
-    args = parser().parse_args(argv)
     typed = _CtrlC()
     try:
-        with typed:
+        with typed, _library_warnings():
+            args = parser().parse_args(argv)
             return int(args.run(args) or 0)
     except VarError as e:  # the core speaks of vars; here they came from --set
         print(str(e.as_flag()), file=sys.stderr)

@@ -121,15 +121,20 @@ def inference_peak_bytes(graph: Graph, batch: int, precision: str = "fp32") -> i
             last[home[src]] = i
     for o in graph.outputs:
         last[home[o]] = len(order)
+    # the blocks to free after each step, and a running total: going over every block
+    # alive at each step was quadratic where thousands stay alive (a concat of m.*)
+    frees: dict[int, list[str]] = {}
     alive: dict[str, int] = {}
-    peak = 0
+    total = peak = 0
     for i, node in enumerate(order):
         block = home[node.name]
         if block not in alive:
             alive[block] = numel(node.shape) * batch * size
-        peak = max(peak, sum(alive.values()))
-        for b in [b for b in alive if last.get(b, -1) <= i]:
-            del alive[b]
+            total += alive[block]
+            frees.setdefault(max(i, last.get(block, i)), []).append(block)
+        peak = max(peak, total)
+        for b in frees.pop(i, ()):
+            total -= alive.pop(b)
     return peak
 
 

@@ -13,10 +13,10 @@ from numpy.lib import format as npformat
 from netspec.errors import UsageError
 
 
-def check_npy(f: BinaryIO, size: int, where: str) -> None:
+def check_npy(f: BinaryIO, size: int, where: str) -> tuple[tuple[int, ...], np.dtype]:
     """Read the header at ``f``'s position (``size`` bytes from the start of the array
-    file) and refuse, naming ``where``, what numpy should not be asked to load. A header
-    that is not one raises numpy's ValueError."""
+    file) and refuse, naming ``where``, what numpy should not be asked to load; else the
+    array's shape and dtype. A header that is not one raises numpy's ValueError."""
     version = npformat.read_magic(f)
     read = npformat.read_array_header_1_0 if version == (1, 0) \
         else npformat.read_array_header_2_0
@@ -29,3 +29,4 @@ def check_npy(f: BinaryIO, size: int, where: str) -> None:
     if need > have:
         raise UsageError(f"{where}: its header claims shape {list(shape)} {dtype} "
                          f"({need:,} bytes) but the file holds {have:,}")
+    return tuple(shape), dtype

@@ -46,6 +46,9 @@ from netspec.structures import MAX_REPEAT, STRUCTURES
 from netspec.yaml_loader import Document, Path
 
 MAX_NODES = 100_000
+#: the most tensors the layers read in all (each merge's inputs counted): without it a
+#: few lines (10,000 copies, then 10,000 adds of ``m.*``) make a Graph of 10⁸ edges
+MAX_READS = 1_000_000
 #: the largest size of any axis, of the input and of every layer's output: a rule of the
 #: language, so that no shape rule, count or estimate ever works on an unbounded size
 MAX_DIM = 1 << 24
@@ -92,6 +95,8 @@ class Resolver:
         #: (range of node indices, index of the node to register them before)
         self.moves: list[tuple[tuple[int, int], int]] = []
         self.global_env: dict[str, Any] = {}
+        #: the inputs of every node so far (MAX_READS)
+        self.reads = 0
 
     # ------------------------------------------------------------------ entry point
     def graph(self) -> Graph:
@@ -414,6 +419,11 @@ class Resolver:
         ins = self._refs(model, e, ctx, x) if cls.arity is None else [x]
         return self.add_node(model, ins, name, ctx, e, paths=paths)
 
+    def _check_reads(self, more: int, e: Entry) -> None:
+        if self.reads + more > MAX_READS:
+            raise SpecError(f"the network's layers read more than {MAX_READS:,} tensors in "
+                            "all (each input of each merge counted)", self.doc.pos(e.path))
+
     def _refs(self, model: LayerArgs, e: Entry, ctx: Ctx, x: str) -> list[str]:
         """A merge's inputs: the current tensor, then the named ones — or the named ones
         alone, in their order, when they include the current tensor."""
@@ -425,6 +435,7 @@ class Resolver:
         for i, ref in enumerate(names):
             where = self.doc.pos((*e.paths.get("from", e.kind_path), i))
             refs += self.references(ref, ctx, where, what=e.kind)
+            self._check_reads(len(refs), e)  # before a list of m.* a thousand times over
         if refs == [x] and not any(str(n).endswith(".*") for n in names):
             raise SpecError(f"{e.kind}: '{names[0]}' is the current tensor, so there is nothing "
                             f"to {e.kind} it with (a list that names the current tensor is "
@@ -435,14 +446,12 @@ class Resolver:
         return [x, *refs]
 
     def add_node(self, model: LayerArgs, inputs: list[str], name: str | None, ctx: Ctx,
-                 e: Entry, note: str = "", paths: dict[str, Path] | None = None,
-                 shape: Shape | None = None) -> str:
-        """A node of ``model`` on ``inputs``. ``shape``: its output shape where the caller
-        has already computed it by the kind's rule (a dense block's merges, whose inputs
-        grow by one each time); else the kind's rule runs here on every input."""
+                 e: Entry, note: str = "", paths: dict[str, Path] | None = None) -> str:
+        """A node of ``model`` on ``inputs``, its shape by the kind's rule."""
+        self._check_reads(len(inputs), e)
+        self.reads += len(inputs)
         try:
-            if shape is None:
-                shape = model.out_shape([self.nodes[i].shape for i in inputs])
+            shape = model.out_shape([self.nodes[i].shape for i in inputs])
         except ShapeError as err:
             field_path = (paths or {}).get(err.field or "")
             where = self.doc.pos(field_path) if field_path else self.doc.key(e.kind_path)

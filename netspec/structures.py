@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from netspec.entries import Entry
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
-from netspec.kinds import LayerArgs, Shape, ShapeError
+from netspec.kinds import LayerArgs, ShapeError
 from netspec.kinds.base import fmt_shape
 from netspec.kinds.conv import Conv
 from netspec.kinds.linear import Linear
@@ -193,31 +192,18 @@ def dense(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     scope = join(ctx.scope, local)
     r.scope(scope, "dense", f"dense × {n} ({merge.op})", e)
     inner = ctx.child(scope)
-    features = [x]
-    merged: Shape | None = None  # the shape of the merge of features[:-1]
-
-    def merge_all() -> str:
-        # add and concat are associative: the merge of every feature is the merge of the
-        # last merge's output with the newest feature, so each shape is found in O(1), not
-        # by going over every earlier output again (which made a large n quadratic). Where
-        # that fails, the rule runs on every input, for the very same message
-        nonlocal merged
-        model = merge()
-        shape = None
-        if merged is not None:
-            with suppress(ShapeError):
-                shape = model.out_shape([merged, r.nodes[features[-1]].shape])
-        out = r.add_node(model, features, None, inner, e, shape=shape)
-        merged = r.nodes[out].shape
-        return out
-
+    # add and concat are associative: the merge of the input and every output so far is
+    # the last merge joined with the newest output. Each merge reads those two, so the
+    # Graph (and the torch code, the ONNX file, the picture) grows with n, not n² as
+    # when every merge listed every earlier output
+    seen = x
     for i in range(n):
-        seen = features[0] if i == 0 else merge_all()
         inner.ns.taken.add(str(i))
         layer_ctx = inner.child(join(scope, str(i)))
         r.scope(join(scope, str(i)), "dense-layer", f"layer {i}", e)
-        features.append(r.sequence(e.args["body"], e.paths["body"], layer_ctx, seen))
-    return merge_all()
+        newest = r.sequence(e.args["body"], e.paths["body"], layer_ctx, seen)
+        seen = r.add_node(merge(), [seen, newest], None, inner, e)
+    return seen
 
 
 # ---------------------------------------------------------------------------- parallel

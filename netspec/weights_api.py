@@ -51,14 +51,14 @@ def load_weights(model: Any, path: str | Path) -> dict[str, str]:
     has none)."""
     import torch
 
-    from netspec.backends.torch import _graph_of
+    from netspec.backends.torch import _graph_of, load_state
     from netspec.weights_import import pair, read_source
 
     graph = _graph_of(model)
     paired = pair(graph, read_source(path), str(path))
     own = model.state_dict()
-    model.load_state_dict({k: torch.from_numpy(v).to(own[k].dtype)
-                           for k, v in paired.tensors.items()}, strict=False)
+    load_state(model, {k: torch.from_numpy(v).to(own[k].dtype)
+                       for k, v in paired.tensors.items()})
     meta: dict[str, str] = {}
     if str(path).endswith(".safetensors"):
         from safetensors import safe_open

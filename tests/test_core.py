@@ -520,8 +520,10 @@ def test_dense_concat_grows_by_the_growth_rate() -> None:
     assert g["dense1.1.bn1"].shape == (4 + 2, 8, 8)
     assert g["dense1.2.bn1"].shape == (4 + 2 * 2, 8, 8)
     assert g.output_shape == (4 + 3 * 2, 8, 8)
-    assert g["dense1.cat3"].inputs == ("input", "dense1.0.conv1", "dense1.1.conv1",
-                                       "dense1.2.conv1")
+    # each merge joins the last merge and the newest output (the input before the first)
+    assert g["dense1.cat1"].inputs == ("input", "dense1.0.conv1")
+    assert g["dense1.cat2"].inputs == ("dense1.cat1", "dense1.1.conv1")
+    assert g["dense1.cat3"].inputs == ("dense1.cat2", "dense1.2.conv1")
     assert g.scopes["dense1"].kind == "dense" and g.scopes["dense1.1"].kind == "dense-layer"
 
 

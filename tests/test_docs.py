@@ -54,6 +54,9 @@ def test_ci_runs_the_readme_test_command() -> None:
     block = re.search(r"```bash\n(.*?)```", readme, re.S)
     assert block, "README must open with a bash block"
     commands = [line for line in block.group(1).splitlines() if line.strip()]
-    assert len(commands) == 2, "the README opens with exactly two set-up commands"
+    assert len(commands) == 3, "the README opens with the CPU-only torch and two commands"
+    # where a reader meets it first, before anything installs torch's 3 GB CUDA build
+    assert commands[0].startswith(
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu")
     ci = (ROOT / ".ci" / "run").read_text()
-    assert commands[1] in ci.splitlines()
+    assert commands[2] in ci.splitlines()

@@ -190,11 +190,12 @@ def test_a_pool_window_of_1e15_is_judged_at_once() -> None:
     assert time.perf_counter() - start < 2
 
 
-def test_a_dense_block_is_linear_work_with_the_same_graph(
+def test_a_dense_block_is_a_chain_of_two_input_merges(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each merge lists every earlier output (the Graph is unchanged), but its shape is
-    found from the last merge and the newest output: the shape rule sees 2 inputs, not
-    all of them, so n = 10,000 takes seconds, not a minute."""
+    """Merge i joins merge i-1 and layer i's output, so the Graph has O(n) edges (every
+    merge listing every earlier output made n = 10,000 a Graph of 5·10⁷ edges, whose
+    torch code and ONNX file could not be built); the values are the concatenation of
+    the input and every output so far, which the shapes and counts show."""
     seen: list[int] = []
     rule = Concat.out_shape
     monkeypatch.setattr(Concat, "out_shape",
@@ -204,10 +205,9 @@ def test_a_dense_block_is_linear_work_with_the_same_graph(
     assert seen == [2] * 300
     merges = [n for n in g.layers if n.op == "concat"]
     layers = [n.name for n in g.layers if n.op == "linear"]
-    assert [len(m.inputs) for m in merges] == list(range(2, 302))
-    assert merges[-1].inputs == ("input", *layers)
-    assert merges[-1].shape == (8 + 2 * 300,)
-    assert all(m.shape == (8 + 2 * (len(m.inputs) - 1),) for m in merges)
+    assert [m.inputs for m in merges] == list(zip(["input", *(m.name for m in merges[:-1])],
+                                                  layers, strict=True))
+    assert [m.shape for m in merges] == [(8 + 2 * (i + 1),) for i in range(300)]
     assert g.params().params == sum((8 + 2 * i) * 2 + 2 for i in range(300))
 
 
@@ -246,6 +246,121 @@ def test_hypothesis_runs_the_same_examples_everywhere() -> None:
     assert settings.default.derandomize
     assert settings.default.database is None
     assert settings.default.deadline is None
+
+
+@pytest.mark.parametrize(("argv", "start"), [
+    (["export", "{spec}", "-o", "{out}", "--opset", "abc"],
+     "netspec export: argument --opset: invalid int value: 'abc'"),
+    ([], "netspec: the following arguments are required: COMMAND"),
+    (["validate"], "netspec validate: the following arguments are required: spec"),
+    (["validate", "{spec}", "--bogus"], "netspec: unrecognized arguments: --bogus"),
+    (["export", "{spec}", "-o", "{out}", "--precision", "int4"],
+     "netspec export: argument --precision: invalid choice: 'int4'"),
+], ids=["--opset abc", "no command", "no spec", "unknown option", "bad choice"])
+def test_argparse_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      argv: list[str], start: str) -> None:
+    """argparse printed its whole usage first (ten lines for export), then the error.
+    (Its own words after ``start`` vary between Python versions: how it lists choices.)"""
+    out = tmp_path / "m.onnx"
+    code = main([a.format(spec=RESNET18, out=out) for a in argv])
+    err = capsys.readouterr().err
+    command = start.split(":")[0]
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(start) and err.endswith(f" (see {command} --help)\n"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+MLP = str(ROOT / "specs" / "mlp.yaml")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["export", MLP, "--max-drop", "101"], "--max-drop 101: must be a finite number, at "
+     "least 0 and below 100 (points of accuracy: a drop is at most 100, so a limit of 100 "
+     "or more would refuse nothing)"),
+    (["export", MLP, "--max-drop", "-1"], None),
+    (["export", MLP, "--max-drop", "nan"], None),
+    (["export", MLP, "--tolerance", "inf"], "--tolerance inf: must be a finite number, 0 or "
+     "more"),
+    (["export", MLP, "--tolerance", "-0.5"], None),
+    (["export", MLP, "--seed", "-1"], "--seed -1: must be from 0 to 4,294,967,295"),
+    (["build", MLP, "--seed", str(2**32)], None),
+    (["train", MLP, "--data", "digits", "--epochs", "1", "--seed", "-3"], None),
+    (["train", MLP, "--data", "digits", "--epochs", "1", "--workers", "-1"],
+     "--workers -1: must be 0 or more"),
+    (["train", MLP, "--data", "digits", "--epochs", "1", "--cache-mb", "nan"],
+     "--cache-mb nan: must be a finite number, 0 or more"),
+], ids=lambda v: " ".join(v[-2:]) if isinstance(v, list) else "")
+def test_option_values_that_could_never_act_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+        message: str | None) -> None:
+    """Refused as the command line is read, before any work or any file: a limit that no
+    result can pass, a tolerance of inf, a seed numpy's generators refuse."""
+    out = tmp_path / ("m.onnx" if argv[0] == "export" else "w.safetensors")
+    flag, value = argv[-2:]
+    refused(capsys, message or f"{flag} {value}: must be " + {
+        "--max-drop": "a finite number, at least 0 and below 100 (points of accuracy: a "
+                      "drop is at most 100, so a limit of 100 or more would refuse nothing)",
+        "--tolerance": "a finite number, 0 or more",
+        "--seed": "from 0 to 4,294,967,295"}[flag], *argv, "-o", str(out))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_refuses_top_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refused(capsys, "--top 0: must be 1 or more",
+            "run", str(tmp_path / "m.onnx"), "--input", "x.npy", "--top", "0")
+
+
+# ------------------------------------------------------------------ library warnings
+def test_library_warnings_become_one_note_or_nothing(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A library's warning printed its text, its file and line, and the source line; now
+    the ones to act on are netspec's note, once, and the rest say nothing."""
+    import warnings
+
+    import numpy as np
+
+    import netspec.commands.validate as v
+
+    def noisy(args: object) -> int:
+        for _ in range(2):  # numpy's RuntimeWarning, twice: one note
+            np.array([1e300]).astype(np.float32)
+        warnings.warn("TypedStorage is deprecated", UserWarning, stacklevel=1)
+        warnings.warn("This DataLoader will create 9 worker processes in total. Our "
+                      "suggested max number of worker in current system is 2, which is "
+                      "smaller than what this DataLoader is going to create.", UserWarning,
+                      stacklevel=1)
+        warnings.warn("a deprecation", DeprecationWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(v, "run", noisy)
+    monkeypatch.setattr("sys.warnoptions", [])  # as a plain `netspec` run has them
+    assert main(["validate", RESNET18]) == 0
+    assert capsys.readouterr().err == (
+        "note: a value too large for float32 became infinite\n"
+        "note: 9 image-decoding workers (--workers) for 2 CPUs: more than the CPUs slows "
+        "decoding down rather than up\n")
+
+
+def test_torchs_dataloader_warning_is_netspecs_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The real one: more decoding workers than the CPUs torch counts."""
+    from PIL import Image
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert cpus
+    for split in ("train", "val"):
+        for c in "ab":
+            (tmp_path / "d" / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("L", (8, 8), 60 * i).save(tmp_path / "d" / split / c / f"{i}.png")
+    monkeypatch.setattr("sys.warnoptions", [])
+    assert main(["train", str(ROOT / "specs" / "digits_cnn.yaml"), "--set", "classes=2",
+                 "--data", str(tmp_path / "d"), "--epochs", "1", "--workers",
+                 str(cpus + 1), "-o", str(tmp_path / "w.safetensors")]) == 0
+    assert capsys.readouterr().err == (
+        f"note: {cpus + 1} image-decoding workers (--workers) for {cpus} CPUs: more than the "
+        "CPUs slows decoding down rather than up\n")
 
 
 @pytest.mark.parametrize("flag", ["--lr inf", "--weight-decay nan", "--warmup-epochs inf"])

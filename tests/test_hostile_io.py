@@ -199,6 +199,59 @@ def test_an_npz_array_header_claiming_terabytes_is_refused_unread(
     assert snapshot(tmp_path) == before
 
 
+def test_npz_that_does_not_fit_the_spec_is_refused_before_inflating(
+        tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the memory limit but the wrong shape: refused from the .npy headers inside
+    the zip (a few hundred bytes), not after inflating it all."""
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, x=np.zeros((2**20, 5), np.float32), y=np.zeros(2**20, np.int64))
+    assert bomb.stat().st_size < 200_000
+
+    def never(*a: object, **k: object) -> None:
+        raise AssertionError("read the arrays of a refused .npz")
+
+    monkeypatch.setattr(np, "load", never)
+    before = snapshot(tmp_path)
+    start = time.perf_counter()
+    refused(capsys, f"{bomb}: x has shape [{2**20}, 5], spec 'tiny' takes [N, 4]",
+            "train", tiny, "--data", bomb, "--epochs", "1", "-o", tmp_path / "c.safetensors")
+    assert time.perf_counter() - start < 10
+    assert snapshot(tmp_path) == before
+
+
+def npz_member(shape: tuple[int, ...], data: bytes) -> bytes:
+    """An .npy whose header says ``shape`` (float32), followed by ``data``."""
+    import io
+
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False,
+                                             "shape": shape})
+    return f.getvalue() + data
+
+
+@pytest.mark.parametrize("case", ["claims 4 TB", "object array"])
+def test_npz_whose_header_lies_or_holds_objects_is_refused(
+        tmp_path: Path, tiny: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    data = tmp_path / "d.npz"
+    if case == "claims 4 TB":
+        with zipfile.ZipFile(data, "w") as z:
+            z.writestr("x.npy", npz_member((10**12,), bytes(16)))
+            z.writestr("y.npy", npz_member((2,), bytes(8)))
+        held = zipfile.ZipFile(data).getinfo("x.npy").file_size - len(npz_member((10**12,),
+                                                                                  b""))
+        message = (f"{data}: array 'x': its header claims shape [1000000000000] float32 "
+                   f"(4,000,000,000,000 bytes) but the file holds {held:,}")
+    else:
+        np.savez(data, x=np.array([{}, {}], dtype=object), y=np.zeros(2, np.int64))
+        message = (f"{data}: array 'x': holds Python objects (dtype object); netspec never "
+                   "unpickles: save a numeric array")
+    before = snapshot(tmp_path)
+    refused(capsys, message,
+            "train", tiny, "--data", data, "--epochs", "1", "-o", tmp_path / "c.safetensors")
+    assert snapshot(tmp_path) == before
+
+
 # ---------------------------------------------------------------- netspec run
 @pytest.fixture
 def model(tmp_path: Path, tiny: Path) -> Path:

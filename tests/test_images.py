@@ -150,6 +150,177 @@ def test_samples_equal_pillow_by_hand(tmp_path):
         np.testing.assert_allclose(x.numpy()[:, -1], (0 - MEAN) / STD, atol=1e-6)
 
 
+RAW16 = (np.arange(64, dtype=np.int64).reshape(8, 8) * 1040 + 7).clip(0, 65535)
+
+
+def deep_image(path: Path, mode: str, raw: np.ndarray = RAW16) -> Path:
+    """An 8×8 greyscale image of ``raw`` values in a Pillow mode of more than 8 bits:
+    a real 16-bit PNG for I;16; for the others a TIFF under a .png name (Pillow reads a
+    file by its content, so such a file reaches netspec; PNG holds no I;16B, I or F)."""
+    if mode == "I;16":
+        Image.fromarray(raw.astype(np.uint16)).save(path)
+    else:
+        dtype = {"I;16B": ">u2", "I": np.int32, "F": np.float32}[mode]
+        Image.fromarray(raw.astype(dtype)).save(path, format="TIFF")
+    with Image.open(path) as im:
+        assert im.mode == mode, im.mode
+    return path
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_16_bit_image_reaches_the_model_as_value_over_65535(tmp_path, mode, channels):
+    """Pillow's convert to L or RGB clips at 255: a 16-bit image was all but white."""
+    from netspec.preprocess import Preprocess, load_for_inference
+    from netspec.train.images import ImageDataset, ImageSplit, Sample
+
+    path = deep_image(tmp_path / "deep.png", mode)
+    want = np.repeat(((RAW16 / 65535 - MEAN) / STD)[None], channels, 0).astype(np.float32)
+    pre = Preprocess.for_input((channels, 8, 8), "t", (MEAN,), (STD,))
+    ds = ImageDataset([Sample(path, 0), Sample(path, 0)], pre, 3, None, None, 0)
+    np.testing.assert_allclose(ds[0][0].numpy(), want, atol=1e-6)  # decoded each epoch
+    split = ImageSplit(ds, workers=0, cache_mb=1)
+    split.fill_cache()
+    assert ds.cache is not None and ds.decoded_bytes() == 2 * 4 * 8 * 8
+    np.testing.assert_allclose(ds[1][0].numpy(), want, atol=1e-6)  # from the cache
+    np.testing.assert_allclose(load_for_inference(path, pre), want, atol=1e-6)  # run
+
+
+def test_run_on_a_16_bit_png_feeds_the_model_value_over_65535(tmp_path):
+    w, model = tmp_path / "w.safetensors", tmp_path / "m.onnx"
+    assert main(["build", DIGITS_CNN, "-o", str(w)]) == 0
+    assert main(["export", DIGITS_CNN, "--weights", str(w), "-o", str(model),
+                 "--no-verify"]) == 0
+    png, y = deep_image(tmp_path / "x.png", "I;16"), tmp_path / "y.npy"
+    assert main(["run", str(model), "--input", str(png), "--output", str(y)]) == 0
+    x = (RAW16 / 65535).astype(np.float32)[None, None]
+    logits = ort.InferenceSession(str(model)).run(None, {"input": x})[0]
+    np.testing.assert_allclose(np.load(y), logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("mode", "raw", "why"), [
+    ("F", RAW16 / 65535, "floating-point image(s) (mode F), whose range netspec cannot know: "
+     "save them with 8 or 16 bits"),
+    ("I", RAW16 * 2, "32-bit image(s) with values outside 0…65,535: save them with 8 or 16 "
+     "bits"),
+])
+def test_images_of_unknown_range_are_refused_before_training(tmp_path, capsys, mode, raw,
+                                                             why):
+    root = image_folder(tmp_path / "d", train=2, val=1)
+    bad = deep_image(root / "train" / "class_a" / "deep.png", mode, raw)
+    out = tmp_path / "c.safetensors"
+    assert train("--set", "classes=3", "--data", str(root), "--epochs", "1",
+                 "-o", str(out)) == 2
+    assert one_error_line(capsys) == f"1 {why}: {bad}"
+    assert not out.exists()
+
+
+def test_a_huge_png_is_refused_in_netspecs_own_line(tmp_path, capsys, recwarn):
+    """13000² pixels: past Pillow's limit of 89,478,485 (under twice it, where Pillow
+    only warns, with its own text and a source line)."""
+    from netspec.preprocess import Preprocess, load_for_inference
+
+    root = image_folder(tmp_path / "d", train=2, val=1)
+    huge = root / "train" / "class_a" / "huge.png"
+    Image.new("1", (13000, 13000)).save(huge)
+    out = tmp_path / "c.safetensors"
+    assert train("--set", "classes=3", "--data", str(root), "--epochs", "1",
+                 "-o", str(out)) == 2
+    limit = f"{Image.MAX_IMAGE_PIXELS:,}"
+    assert one_error_line(capsys) == (
+        f"1 image(s) of more than {limit} pixels (Pillow's guard against decompression "
+        f"bombs; netspec decodes no more: downscale them): {huge}")
+    assert not out.exists()
+    with pytest.raises(Exception, match=f"^{huge}: more than {limit} pixels"):
+        load_for_inference(huge, Preprocess.for_input((1, 8, 8), "t"))
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def test_a_truncated_jpeg_is_refused_before_training_starts(tmp_path, capsys):
+    """Pillow's verify() reads no JPEG data: the file passed the check and failed once
+    the first epoch had started."""
+    root = image_folder(tmp_path / "d", train=2, val=1)
+    whole = save(picture(0, 3, size=64), tmp_path / "whole.jpeg").read_bytes()
+    cut = root / "train" / "class_a" / "cut.jpeg"
+    cut.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "c.safetensors"
+    assert train("--set", "classes=3", "--data", str(root), "--epochs", "1", "--workers",
+                 "2", "-o", str(out)) == 2
+    assert one_error_line(capsys) == f"1 unreadable image(s): {cut}"
+    assert capsys.readouterr().out == ""  # nothing trained, not even begun
+    assert not out.exists()
+
+
+def test_an_error_in_a_worker_is_its_one_line(tmp_path, capsys):
+    """A mask value found by a DataLoader worker: its message, without the worker's
+    traceback and without the literal backslash-n that once ended it."""
+    root = tmp_path / "seg"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(4):
+        save(picture(1, i, size=16), root / "images" / f"s{i}.png")
+        Image.fromarray(np.full((16, 16), 7 if i == 2 else 1, np.uint8)).save(
+            root / "masks" / f"s{i}.png")
+    out = tmp_path / "u.safetensors"
+    assert main(["train", UNET, "--set", "size=16", "--set", "width=4", "--data", str(root),
+                 "--val-split", "0", "--epochs", "1", "--workers", "2", "--cache-mb", "0",
+                 "--device", "cpu", "-o", str(out)]) == 2
+    assert one_error_line(capsys) == (f"{root / 'masks' / 's2.png'}: mask value 7 is outside "
+                                      "0…1 (the spec has 2 classes)")
+    assert not out.exists()
+
+
+def _image_bytes(fmt: str, mode: str) -> bytes:
+    import io
+
+    f = io.BytesIO()
+    if mode == "I;16":
+        Image.fromarray(RAW16.astype(np.uint16)).save(f, format="PNG")
+    else:
+        img = picture(1, 2, size=12).convert(mode)
+        img.save(f, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return f.getvalue()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from([("PNG", "RGB"), ("PNG", "P"), ("PNG", "I;16"), ("JPEG", "RGB"),
+                        ("BMP", "L"), ("WEBP", "RGB")]),
+       st.floats(0, 1), st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)),
+                                 max_size=6),
+       st.sampled_from(["L", "RGB"]))
+def test_hostile_image_bytes_decode_or_are_refused_in_one_line(tmp_path_factory, kind, keep,
+                                                               flips, mode):
+    """Any file: truncated anywhere, any bytes changed (its header's sizes too). It
+    decodes to values in [0, 1], or it is refused in one line naming it, before training
+    as in it: never another exception, never a library's warning."""
+    import warnings
+
+    from netspec.errors import UsageError
+    from netspec.preprocess import Preprocess, image_array, open_image
+    from netspec.train.images import _check_readable
+
+    data = bytearray(_image_bytes(*kind))
+    data = data[: max(1, round(len(data) * keep))] if keep < 1 else data
+    for at, value in flips:
+        data[min(len(data) - 1, int(at * len(data)))] = value
+    path = tmp_path_factory.mktemp("img") / f"x.{kind[0].lower()}"
+    path.write_bytes(bytes(data))
+    pre = Preprocess.for_input((len(mode), 8, 8), "t")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a library's warning fails the example
+        try:
+            img = open_image(path, mode)
+        except UsageError as e:
+            assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
+            with pytest.raises(UsageError):  # the check before training agrees
+                _check_readable([path], mode)
+            return
+        _check_readable([path], mode)
+        x = pre.normalize(image_array(img.resize((8, 8))))
+    assert x.shape[0] == len(mode) and np.isfinite(x).all()
+    assert x.min() >= 0 and x.max() <= 1
+
+
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 2**16), st.integers(0, 5))
 def test_flip_only_gives_the_image_or_its_mirror_repeatably(seed, epoch):
@@ -434,7 +605,7 @@ def test_cached_masks_and_the_memory_budget(tmp_path, capsys):
     assert len(note.splitlines()) == 1 and note.startswith("note:") and "--cache-mb" in note
     assert train("--set", "classes=3", "--data", str(image_folder(tmp_path / "d", 3, 2, 1)),
                  "--epochs", "1", "--cache-mb", "-1", "-o", str(tmp_path / "c.st")) == 2
-    assert "--cache-mb -1: must be 0 or more" in one_error_line(capsys)
+    assert "--cache-mb -1: must be a finite number, 0 or more" in one_error_line(capsys)
 
 
 def test_run_without_a_recorded_recipe_and_on_an_empty_folder(tmp_path, capsys):

@@ -103,9 +103,12 @@ def digits_run(tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_digits_cnn_trains_to_95_percent_in_a_minute_and_exports(digits_run, tmp_path):
+def test_digits_cnn_trains_to_95_percent_and_exports(digits_run, tmp_path):
     ckpt = digits_run["ckpt"]
-    assert digits_run["wall"] < 60, f"took {digits_run['wall']:.1f} s"
+    # a guard against a step gone slow, not a benchmark: 5 s on an idle 2-core machine,
+    # 19 s with two busy processes beside it, 55 s on a busier one (issue 21); the old
+    # bound of a minute judged the machine's load, not netspec
+    assert digits_run["wall"] < 110, f"took {digits_run['wall']:.1f} s"
     lines = digits_run["stdout"].splitlines()
     assert sum(line.startswith("epoch ") for line in lines) == 5  # not a TTY: one per epoch
 

@@ -13,6 +13,7 @@ from netspec.commands.common import (
     load_graph,
     load_graph_for_weights,
 )
+from netspec.commands.options import SEED, number
 from netspec.io import check_writable
 from netspec.kinds import fmt_shape
 
@@ -27,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="where to build and run (auto: cuda when available; default cpu)")
     p.add_argument("-o", "--output", metavar="FILE.safetensors",
                    help="save the initialised weights here")
-    p.add_argument("--seed", type=int, default=0, help="torch seed for the initial weights")
+    p.add_argument("--seed", type=number("--seed", int, **SEED), default=0,
+                   help="torch seed for the initial weights")
     p.add_argument("--weights", metavar="W.safetensors",
                    help="load these weights before the forward pass (the vars they were "
                    "made with are used when the spec is theirs)")

@@ -9,6 +9,7 @@ import argparse
 import json
 
 from netspec.commands.common import add_spec_args, load_graph, load_graph_for_weights
+from netspec.commands.options import SEED, number
 from netspec.errors import UsageError
 from netspec.io import check_writable
 
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="the held-out data (then all of --data is the training split)")
     p.add_argument("--val-fraction", type=float,
                    help="held-out share of --data (default: the checkpoint's, else 0.2)")
-    p.add_argument("--seed", type=int,
+    p.add_argument("--seed", type=number("--seed", int, **SEED),
                    help="seed of the held-out split (default: the checkpoint's, else 0)")
     p.add_argument("--batch-size", type=int, default=256,
                    help="samples per forward pass (no effect on the result; default 256)")

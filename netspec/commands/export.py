@@ -20,7 +20,7 @@ from netspec.commands.export_deploy import (
     describe,
     export_model,
 )
-from netspec.errors import UsageError
+from netspec.commands.options import SEED, number
 from netspec.io import atomic_write, check_writable
 
 
@@ -41,10 +41,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default 17: onnxruntime ≥ 1.14; from 11 to the newest "
                    "the installed onnx knows)")
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=number("--tolerance", least=0.0), default=None,
                    help="largest |onnx − torch| allowed, relative to the output's scale when "
                    "that is above 1 (default 1e-4; 1e-2 with --precision fp16)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=number("--seed", int, **SEED), default=0,
                    help="seed of the initial weights (without --weights) and of the "
                    "verification inputs")
     p.add_argument("--report", action="store_true",
@@ -65,8 +65,6 @@ def run(args: argparse.Namespace) -> int:
     out = check_writable(args.output, args.force,  # before any work
                          inputs=[args.spec, args.weights, args.calibration_data])
     opset = check_opset(DEFAULT_OPSET if args.opset is None else args.opset)
-    if args.tolerance is not None and not args.tolerance >= 0:
-        raise UsageError(f"--tolerance {args.tolerance}: must be 0 or more")
     graph = load_graph(args)
     if not args.weights or not args.no_verify:  # torch builds the model: refuse first
         check_size(graph, args.allow_large, args.spec)

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from netspec.commands.options import number
 from netspec.errors import UsageError
 from netspec.graph import Graph
 
@@ -36,7 +37,10 @@ def add_deploy_args(p: argparse.ArgumentParser) -> None:
                    choices=("auto", "minmax", "entropy", "percentile"),
                    help="int8 ranges (default auto: MinMax, then Percentile and Entropy if "
                    "MinMax loses agreement or accuracy; the best is kept)")
-    p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
+    p.add_argument("--max-drop", default=1.0, metavar="POINTS",
+                   type=number("--max-drop", least=0.0, below=100.0,
+                               why=" (points of accuracy: a drop is at most 100, so a "
+                               "limit of 100 or more would refuse nothing)"),
                    help="int8: refuse (exit 1, nothing written) when held-out accuracy "
                    "drops by more than this many points (default 1)")
 
@@ -56,8 +60,6 @@ def check_deploy_args(args: argparse.Namespace, graph: Graph, opset: int,
     from netspec.backends.onnx.precision import check_precision
 
     check_precision(args.precision, args.io_dtype)
-    if not args.max_drop >= 0:
-        raise UsageError(f"--max-drop {args.max_drop}: must be 0 or more")
     if args.dynamic_size:
         from netspec.backends.onnx.dynamic import size_dependent
 

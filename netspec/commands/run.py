@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netspec.commands.options import number
 from netspec.errors import UsageError
 from netspec.io import check_writable
 
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--input", required=True, metavar="X.npy|IMAGE|DIR",
                    help="a .npy array, or images (png, jpeg, bmp, webp; a folder: all in "
                    "it) preprocessed as recorded at training, printed with their top classes")
-    p.add_argument("--top", type=int, default=3, metavar="K",
+    p.add_argument("--top", type=number("--top", int, least=1), default=3, metavar="K",
                    help="classes printed per image (default 3)")
     p.add_argument("--output", metavar="Y.npy", help="save the output (numpy .npy)")
     p.add_argument("--force", action="store_true", help="replace the output if it exists")

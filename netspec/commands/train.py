@@ -18,6 +18,7 @@ from netspec.commands.common import (
     load_graph,
     load_graph_for_weights,
 )
+from netspec.commands.options import SEED, number
 from netspec.commands.train_args import (
     add_finetune_args,
     add_image_args,
@@ -64,8 +65,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--channels-last", action="store_true",
                    help="NHWC memory format (faster convolutions on recent GPUs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--seed", type=int, help="seeds weights, shuffling, dropout and the "
-                   "held-out split (default 0)")
+    p.add_argument("--seed", type=number("--seed", int, **SEED),
+                   help="seeds weights, shuffling, dropout and the held-out split (default 0)")
     p.add_argument("--resume", metavar="CKPT.safetensors",
                    help="continue the run that wrote this checkpoint (and its .state file)")
     p.add_argument("--stop-after", type=int, metavar="EPOCHS",

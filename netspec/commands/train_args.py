@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from netspec.commands.options import number
 from netspec.errors import UsageError
 
 
@@ -38,9 +39,10 @@ def add_image_args(p: argparse.ArgumentParser) -> None:
                    "resized to the input")
     g.add_argument("--hflip", action="store_true", help="flip training images left-right "
                    "at random (half of them)")
-    g.add_argument("--workers", type=int, default=2,
+    g.add_argument("--workers", type=number("--workers", int, least=0), default=2,
                    help="DataLoader processes decoding images (default 2; 0: in this one)")
-    g.add_argument("--cache-mb", type=float, default=512, metavar="N",
+    g.add_argument("--cache-mb", type=number("--cache-mb", least=0.0), default=512,
+                   metavar="N",
                    help="keep the decoded training images in memory when they fit in N MiB "
                    "(default 512; 0: decode them every epoch), so later epochs only crop, "
                    "flip and scale")

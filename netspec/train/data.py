@@ -69,22 +69,25 @@ def load_digits_arrays(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_npz_arrays(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def load_npz_arrays(path: str | Path, graph: Graph | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` of an .npz. With ``graph``, both shapes and x's dtype are checked
+    against it from the .npy headers first, so a file that does not fit is refused
+    before gigabytes are inflated."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"{p}: no such data file (--data takes 'digits' or a .npz file)")
-    check_npz(p)
+    arrays = check_npz(p)
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise UsageError(f"{p}: needs arrays 'x' and 'y' (np.savez(path, x=…, y=…)); "
+                         f"it has {sorted(arrays) or 'none'}")
+    if graph is not None:
+        check_layout(*arrays["x"], arrays["y"][0], graph, str(p))
     try:
         # allow_pickle=False: an .npz may hold object arrays, which would unpickle code
         with np.load(p, allow_pickle=False) as z:
-            names = set(z.files)
-            missing = [k for k in ("x", "y") if k not in names]
-            if missing:
-                raise UsageError(f"{p}: needs arrays 'x' and 'y' (np.savez(path, x=…, y=…)); "
-                                 f"it has {sorted(names) or 'none'}")
             return z["x"], z["y"]
-    except UsageError:
-        raise
     except (ValueError, OSError, EOFError) as e:
         raise UsageError(f"{p}: not a readable .npz file ({e})") from None
 
@@ -106,11 +109,13 @@ def npz_limit() -> int:
 DATA_HINT = "save the data with np.savez(path, x=…, y=…)"
 
 
-def check_npz(p: Path, limit: int | None = None, hint: str = DATA_HINT) -> None:
+def check_npz(p: Path, limit: int | None = None, hint: str = DATA_HINT
+              ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """An .npz is a zip: refuse anything else (an .npy, say; ``hint`` says how to make
     one) and, from the zip's own headers and before anything is inflated, one that would
     inflate past ``limit``; then each array's .npy header, which must not claim more
-    than its member holds (numpy would allocate what it claims before reading)."""
+    than its member holds (numpy would allocate what it claims before reading). Returns
+    each array's shape and dtype, from those headers."""
     import zipfile
     import zlib
 
@@ -130,40 +135,53 @@ def check_npz(p: Path, limit: int | None = None, hint: str = DATA_HINT) -> None:
             if total > limit:
                 raise UsageError(f"{p}: inflates to {total:,} bytes, over the {limit:,} "
                                  "netspec loads into memory; nothing was read")
+            arrays: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
             for info in members:
                 if info.filename.endswith(".npy"):
                     with z.open(info) as member:
-                        check_npy(member, info.file_size,
-                                  f"{p}: array '{info.filename[:-4]}'")
+                        arrays[info.filename[:-4]] = check_npy(
+                            member, info.file_size, f"{p}: array '{info.filename[:-4]}'")
+            return arrays
     # what a damaged zip raises: its headers, an unknown compression method, a password
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError,
             NotImplementedError, RuntimeError) as e:
         raise UsageError(f"{p}: not a readable .npz file ({e})") from None
 
 
-def check_arrays(x: np.ndarray, y: np.ndarray, graph: Graph, where: str) -> Split:
-    """The arrays as a Split, or a one-line UsageError saying what does not fit the spec."""
+def check_layout(x_shape: tuple[int, ...], x_dtype: np.dtype, y_shape: tuple[int, ...],
+                 graph: Graph, where: str) -> None:
+    """x's dtype and both shapes against the spec: known from an .npz's headers, so
+    a file that does not fit is refused before its data is read."""
     want_x = (*graph.input_shape,)
-    if x.dtype.kind not in "fiu":
-        raise UsageError(f"{where}: x has dtype {x.dtype}; inputs must be real numbers")
-    if x.ndim != len(want_x) + 1 or tuple(x.shape[1:]) != want_x:
-        raise UsageError(f"{where}: x has shape {fmt_shape(x.shape)}, spec '{graph.name}' takes "
-                         f"[N, {fmt_shape(want_x)[1:]}")
-    n = len(x)
+    if x_dtype.kind not in "fiu":
+        raise UsageError(f"{where}: x has dtype {x_dtype}; inputs must be real numbers")
+    if len(x_shape) != len(want_x) + 1 or tuple(x_shape[1:]) != want_x:
+        raise UsageError(f"{where}: x has shape {fmt_shape(x_shape)}, spec '{graph.name}' "
+                         f"takes [N, {fmt_shape(want_x)[1:]}")
+    n = x_shape[0]
     if n < 2:
         raise UsageError(f"{where}: {n} sample(s); training needs at least 2")
-    classes = graph.output_shape[0]
     want_y = (n,) if graph.task == "classification" else (n, *graph.output_shape[1:])
-    what = "class indices" if graph.task == "classification" else "per-pixel class masks"
-    if tuple(y.shape) != want_y:
-        raise UsageError(f"{where}: y has shape {fmt_shape(y.shape)}; {graph.task} with "
-                         f"{n} samples needs {what} of shape {fmt_shape(want_y)}")
+    if tuple(y_shape) != want_y:
+        raise UsageError(f"{where}: y has shape {fmt_shape(y_shape)}; {graph.task} with "
+                         f"{n} samples needs {_labels(graph)} of shape "
+                         f"{fmt_shape(want_y)}")
+
+
+def _labels(graph: Graph) -> str:
+    return "class indices" if graph.task == "classification" else "per-pixel class masks"
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, graph: Graph, where: str) -> Split:
+    """The arrays as a Split, or a one-line UsageError saying what does not fit the spec."""
+    check_layout(x.shape, x.dtype, y.shape, graph, where)
+    classes = graph.output_shape[0]
     if not np.issubdtype(y.dtype, np.integer):
         hint = ""
         if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
             hint = " (they look whole: convert with y.astype(np.int64))"
         raise UsageError(f"{where}: labels y have dtype {y.dtype}; they must be integer "
-                         f"{what} 0…{classes - 1}{hint}")
+                         f"{_labels(graph)} 0…{classes - 1}{hint}")
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= classes:
         bad = lo if lo < 0 else hi
@@ -179,7 +197,7 @@ def load_source(source: str, graph: Graph) -> Split:
     if source == DIGITS:
         x, y = load_digits_arrays(graph)
     else:
-        x, y = load_npz_arrays(source)
+        x, y = load_npz_arrays(source, graph)
     return check_arrays(x, y, graph, source)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from netspec.backends.torch import load_state
 from netspec.errors import UsageError
 from netspec.graph import Graph
 from netspec.weights import load_weights
@@ -67,7 +68,7 @@ def load_pretrained(model: nn.Module, path: str) -> Loaded:
         raise UsageError(f"{path}: none of its {len(tensors)} tensors fits this spec (names "
                          "and shapes differ); import weights for it with netspec weights "
                          "import")
-    model.load_state_dict(update, strict=False)
+    load_state(model, update)
     return Loaded(copied, fresh, unused)
 
 

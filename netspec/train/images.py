@@ -34,11 +34,15 @@ from torch.utils.data import DataLoader, Dataset
 from netspec.errors import UsageError
 from netspec.graph import Graph
 from netspec.preprocess import (
+    DEEP_MODES,
     IMAGE_SUFFIXES,
+    ImageRefused,
     Preprocess,
     image_array,
     is_image,
     open_image,
+    opened,
+    refusal,
     require_pillow,
 )
 from netspec.train.data import Data, Split, heldout_indices
@@ -78,35 +82,19 @@ def _names(paths: list[Path]) -> str:
 
 
 def _check_readable(paths: list[Path], mode: str) -> None:
-    """Every file opens as an image whose mode converts to ``mode``; else one line
-    naming the first few that do not."""
-    from PIL import Image, UnidentifiedImageError
-
-    bad: list[Path] = []
-    unconvertible: list[Path] = []
-    modes_ok: dict[str, bool] = {}
+    """Every file decodes, whole, as training will decode it, into ``mode``: else one
+    line naming the first few that do not, grouped by what is wrong with them. (Pillow's
+    verify() reads no JPEG data: a truncated JPEG passed it and failed in the first
+    epoch. A JPEG is decoded here at an eighth of its size, which still reads it all.)"""
+    refused: dict[str, list[Path]] = {}
     for p in paths:
         try:
-            with Image.open(p) as img:
-                img_mode = img.mode
-                img.verify()
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-                ValueError):
-            bad.append(p)
-            continue
-        if img_mode not in modes_ok:
-            try:
-                Image.new(img_mode, (1, 1)).convert(mode)
-                modes_ok[img_mode] = True
-            except (ValueError, OSError):
-                modes_ok[img_mode] = False
-        if not modes_ok[img_mode]:
-            unconvertible.append(p)
-    if bad:
-        raise UsageError(f"{len(bad)} unreadable image(s): {_names(bad)}")
-    if unconvertible:
-        raise UsageError(f"{len(unconvertible)} image(s) cannot be converted to {mode}: "
-                         f"{_names(unconvertible)}")
+            open_image(p, mode, draft=True)
+        except ImageRefused as e:
+            refused.setdefault(e.kind, []).append(p)
+    if refused:
+        raise UsageError("; ".join(f"{len(bad)} {refusal(kind, mode)[1]}: {_names(bad)}"
+                                   for kind, bad in refused.items()))
 
 
 def _class_folders(root: Path, known: list[str] | None) -> tuple[list[str], list[Sample]]:
@@ -142,12 +130,10 @@ def _segmentation_pairs(root: Path) -> list[Sample]:
 
 
 def _check_mask_sizes(samples: list[Sample]) -> None:
-    from PIL import Image
-
     wrong = []
     for s in samples:
         assert isinstance(s.target, Path)
-        with Image.open(s.image) as a, Image.open(s.target) as b:
+        with opened(s.image) as a, opened(s.target) as b:
             if a.size != b.size:
                 wrong.append(f"{s.target} {b.size[0]}×{b.size[1]} (image {a.size[0]}×"
                              f"{a.size[1]})")
@@ -186,7 +172,8 @@ class ImageDataset(Dataset):
         self.epoch = 0
         #: a random crop is taken from the full image, so the resize waits for its box
         self.crops = augment is not None and augment.random_resized_crop
-        #: sample i as arrays (image [H, W(, C)] uint8, mask [H, W] or None): _load's
+        #: sample i as arrays (image [H, W(, C)] uint8 or [H, W] float32 for a 16-bit
+        #: one, mask [H, W] or None): _load's
         #: output, filled by ImageSplit when it fits --cache-mb
         self.cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
 
@@ -202,9 +189,11 @@ class ImageDataset(Dataset):
         img = open_image(s.image, self.pre.mode)
         mask = None
         if isinstance(s.target, Path):
-            with Image.open(s.target) as m:
+            with opened(s.target) as m:
                 m.load()
-                mask = m if m.mode in ("L", "P", "I") else m.convert("L")
+                # class indices: a 16-bit mask as 32-bit integers, never clipped to 8
+                mask = (m if m.mode in ("L", "P", "I") else
+                        m.convert("I") if m.mode in DEEP_MODES else m.convert("L"))
         if not self.crops:
             img = img.resize((self.pre.width, self.pre.height), Image.Resampling.BILINEAR)
             if mask is not None and self.mask_size is not None:
@@ -212,20 +201,18 @@ class ImageDataset(Dataset):
         return img, mask
 
     def decoded_bytes(self) -> int:
-        """The memory the cache takes (images at their own size when cropped at random)."""
-        from PIL import Image
-
+        """The memory the cache takes (images at their own size when cropped at random;
+        a 16-bit one as one float32 channel)."""
         c, h, w = self.pre.channels, self.pre.height, self.pre.width
-        if not self.crops and self.mask_size is None:
-            return len(self) * c * h * w
         total = 0
         for s in self.samples:
-            if self.crops:
-                with Image.open(s.image) as im:
+            with opened(s.image) as im:
+                per = 4 if im.mode in DEEP_MODES else c
+                if self.crops:
                     w, h = im.size
-            total += c * h * w
+            total += per * h * w
             if isinstance(s.target, Path):
-                with Image.open(s.target) as m:
+                with opened(s.target) as m:
                     per = 4 if m.mode.startswith("I") else 1
                 mh, mw = (h, w) if self.crops else (self.mask_size or (h, w))
                 total += per * mh * mw
@@ -274,7 +261,10 @@ class ImageDataset(Dataset):
 def _worker_error(e: Exception) -> UsageError:
     """A UsageError raised in a worker comes back with the worker's traceback in its
     text: keep the one line that says what was wrong."""
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    # the raw text: str() of a UsageError escapes its line breaks (one error, one line),
+    # which left a literal backslash-n, the traceback's last line break, at its end
+    text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     last = lines[-1] if lines else str(e)
     return UsageError(last.split("UsageError: ", 1)[-1])
 

@@ -16,6 +16,21 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
            "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
+def session_options(threads: int | None = None) -> Any:
+    """The onnxruntime options of every session netspec opens. The memory-pattern
+    planner is off: its plan is quadratic in the tensors alive at once (a concat of
+    10,000 copies of a block ran 1.6 s with it, 0.1 s without; resnet18's latency is the
+    same either way), and without it each tensor is taken from the arena when needed,
+    computing the same values."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_mem_pattern = False
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
 class OnnxRunner:
     """``OnnxRunner("model.onnx")(x)``: CUDA when onnxruntime has it, else CPU."""
 
@@ -30,11 +45,9 @@ class OnnxRunner:
             available = ort.get_available_providers()
             providers = [e for e in ("CUDAExecutionProvider", "CPUExecutionProvider")
                          if e in available]
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(p), options, providers=providers)
+            self.session = ort.InferenceSession(str(p), session_options(threads),
+                                                providers=providers)
         except Exception as e:  # onnxruntime raises its own classes for bad files
             raise UsageError(f"{p}: onnxruntime cannot load it ({e})") from None
         inputs = self.session.get_inputs()

@@ -63,7 +63,7 @@ def torch_module(graph: Graph, weights: dict[str, np.ndarray]) -> Any:
     """The torch module with these weights, in eval mode."""
     import torch
 
-    from netspec import build
+    from netspec.backends.torch import build, load_state
 
     module = build(graph)
     state = module.state_dict()
@@ -75,7 +75,7 @@ def torch_module(graph: Graph, weights: dict[str, np.ndarray]) -> Any:
     missing = [k for k in state if k not in loaded and not k.endswith(".num_batches_tracked")]
     if missing:
         raise NetspecError(f"weights lack {', '.join(missing)}")
-    module.load_state_dict(loaded, strict=False)
+    load_state(module, loaded)
     return module.eval()
 
 
@@ -96,7 +96,10 @@ def verify(model_bytes: bytes, graph: Graph, weights: dict[str, np.ndarray], *,
     import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    from netspec.backends.onnx.runner import session_options
+
+    session = ort.InferenceSession(model_bytes, session_options(),
+                                   providers=["CPUExecutionProvider"])
     half = session.get_inputs()[0].type == "tensor(float16)"
     module = torch_module(graph, weights)
     max_abs = ref_max = 0.0
