@@ -69,6 +69,13 @@ def correspondence(net: FlatNet, tree: Sequence[Item], graph: Graph) -> dict[int
         raise ImportBug(f"the written spec has {len(layers)} layers, the source "
                         f"{len(order)}")
     names: dict[int, str] = {INPUT_ID: INPUT}
+
+    def flat_concat(n: Any) -> tuple[Any, ...] | None:
+        return n.inputs if n.kind == "concat" else None
+
+    def graph_concat(n: Any) -> tuple[Any, ...] | None:
+        return n.inputs if n.op == "concat" else None
+
     for fid, node in zip(order, layers, strict=True):
         flat: FlatNode = by_id[fid]
         names[fid] = node.name
@@ -83,13 +90,28 @@ def correspondence(net: FlatNet, tree: Sequence[Item], graph: Graph) -> dict[int
         elif tuple(node.shape) != tuple(flat.shape):
             problem = f"has shape {list(node.shape)}, the source's {list(flat.shape)}"
         else:
-            want = [names.get(i, "?") for i in flat.inputs]
-            got = list(node.inputs)
+            # concatenation is associative: DenseNet's cat(x, o0, o1) is the resolver's
+            # cat(cat(x, o0), o1), so nested concats compare by what they join
+            want = [names.get(i, "?") for i in _joined(flat.id, by_id, flat_concat)]
+            got = _joined(node.name, graph.nodes, graph_concat)
             if (sorted(want) != sorted(got)) if node.op in _COMMUTATIVE else want != got:
                 problem = f"reads {got}, the source's layer reads {want}"
         if problem:
             raise ImportBug(f"layer {node.name} (from {flat.path}) {problem}")
     return names
+
+
+def _joined(key: Any, nodes: Any, concat_inputs: Any) -> list[Any]:
+    """A node's inputs, each input that is itself a concatenation replaced by what it
+    joins (for a concat; any other node's inputs as they are)."""
+    own = concat_inputs(nodes[key])
+    if own is None:
+        return list(nodes[key].inputs)
+    out: list[Any] = []
+    for i in own:
+        inner = concat_inputs(nodes[i]) if i in nodes else None
+        out += _joined(i, nodes, concat_inputs) if inner is not None else [i]
+    return out
 
 
 def weights_for(net: FlatNet, graph: Graph, names: dict[int, str]) -> dict[str, np.ndarray]:
