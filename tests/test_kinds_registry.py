@@ -21,6 +21,30 @@ def test_every_op_has_an_onnx_emitter() -> None:
     assert set(EMITTERS) == set(OPS)
 
 
+def test_every_op_has_exactly_one_reader_for_import() -> None:
+    """``netspec import`` reads each kind back: one entry per op in each backend's
+    reader table; one that claims nothing says why (an inference graph holds no
+    stochastic depth) or is found another way (a moving or element-wise kind)."""
+    from netspec.backends.onnx.readers import READERS as ONNX_READERS
+    from netspec.backends.torch.readers import READERS as TORCH_READERS
+
+    assert set(TORCH_READERS) == set(OPS)
+    assert set(ONNX_READERS) == set(OPS)
+    for op, r in TORCH_READERS.items():
+        claims = r.modules or r.functions or r.methods
+        assert (claims and r.read) or r.movement, f"torch reader of {op} reads nothing"
+    for op, r in ONNX_READERS.items():
+        assert (r.ops and r.read) or r.movement or r.elementwise or r.absent, op
+
+
+def test_an_element_wise_kind_has_a_definition_to_be_recognised_by() -> None:
+    from netspec.backends.onnx.readers import READERS as ONNX_READERS
+    from netspec.importer.elementwise import CANDIDATES, DEFINITIONS
+
+    elementwise = {op for op, r in ONNX_READERS.items() if r.elementwise}
+    assert elementwise == set(DEFINITIONS) == {kind for kind, _ in CANDIDATES}
+
+
 def test_registry_is_every_layerargs_subclass_with_an_op() -> None:
     def subclasses(cls: type) -> set[type]:
         out = set(cls.__subclasses__())
