@@ -1,0 +1,76 @@
+"""Every torchvision classification model through ``netspec import``, drawn from
+``torchvision.models.list_models`` rather than a list of ours: each either round-trips
+(the spec counts the model's parameters, registers them in its order, computes its
+outputs with its weights, and exports to ONNX verified in onnxruntime) or is refused in
+one line naming the module and the operation netspec lacks. Which models must be refused
+is not a list either: those with an attention module (a class named for it)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import torch
+
+from netspec.backends.onnx.export import export_onnx
+from netspec.backends.torch.sources import compare_with_torch
+from netspec.backends.torch.trace import flatten_module
+from netspec.importer.flat import Unmappable
+from netspec.importer.pipeline import spec_from_flat
+
+try:
+    import torchvision
+    MODELS = torchvision.models.list_models(module=torchvision.models)
+except Exception:  # conftest.py skips or fails these, saying why
+    MODELS = []
+
+#: the input (inception_v3 needs 75 or more); large enough for every model's strides
+SIZE = (3, 96, 96)
+#: GoogLeNet and Inception v3 hold auxiliary classifiers their eval forward never calls
+#: (a spec holds only what it computes): imported without them, and refused with them
+WITHOUT_AUX = {"aux_logits": False, "init_weights": False}
+#: beyond protobuf's 2 GiB an ONNX file needs external data, which export does not write
+EXPORT_LIMIT = 400_000_000
+
+
+def _model(name: str, **kw: Any) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.get_model(name, **kw).eval()
+
+
+def _attends(model: torch.nn.Module) -> bool:
+    return any("attention" in type(m).__name__.lower() for m in model.modules())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_torchvision_model_round_trips_or_is_refused_in_one_line(name: str) -> None:
+    has_aux = name in ("googlenet", "inception_v3")
+    model = _model(name, **(WITHOUT_AUX if has_aux else {}))
+    if _attends(model):
+        with pytest.raises(Unmappable) as refusal:
+            spec_from_flat(flatten_module(model, name, name, SIZE), [], f"{name}.yaml")
+        message = str(refusal.value)
+        assert "\n" not in message and "parameters" in message, message
+        assert ("has no netspec kind" in message or "no netspec form" in message
+                or "cannot be traced" in message or "reads no traced tensor" in message)
+        return
+    imported = spec_from_flat(flatten_module(model, name, name, SIZE), [], f"{name}.yaml")
+    params = sum(p.numel() for p in model.parameters())
+    assert imported.graph.params().params == params
+    assert imported.by_position
+    agreement = compare_with_torch(model, imported.graph, imported.weights)
+    assert agreement.ok and agreement.ref_max > 0, agreement
+    if params <= EXPORT_LIMIT:
+        onnx_model, report = export_onnx(imported.graph, weights=imported.weights)
+        assert report.verification is not None and report.verification.ok
+        ops = {n.op_type for n in onnx_model.graph.node}
+        assert "BatchNormalization" not in ops and "Dropout" not in ops
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_auxiliary_classifiers_the_forward_never_calls_are_refused(name: str) -> None:
+    model = _model(name, init_weights=False)
+    with pytest.raises(Unmappable, match=re.escape("parameters the traced forward (eval "
+                                                   "mode) never uses")):
+        spec_from_flat(flatten_module(model, name, name, SIZE), [], f"{name}.yaml")
