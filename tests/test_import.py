@@ -2,7 +2,7 @@
 
 The references of the bundled zoo (tests/reference_nets*.py: torchvision's networks
 written out with their module names and classes) are the sources here, since torchvision
-does not install beside the CPU torch; tests/torchvision/ runs the same round trip over
+does not install beside the CPU torch; tests/with_torchvision/ runs the same round trip over
 torchvision's own models where it does. Every check compares with something the import
 did not make: the source module's own forward, its ``sum(p.numel())``, onnxruntime
 running the source file, the hand-written bundled spec.
@@ -221,7 +221,7 @@ def test_bad_sources_and_flags_are_one_line(tmp_path: Path, args: list[str],
 def test_a_library_that_is_not_installed_is_named(tmp_path: Path, library: str) -> None:
     import importlib.util
     if importlib.util.find_spec(library) is not None:
-        pytest.skip(f"{library} is installed here: tests/torchvision imports from it")
+        pytest.skip(f"{library} is installed here: tests/with_torchvision imports from it")
     r = _netspec("import", f"{library}:resnet18", "-o", str(tmp_path / "o.yaml"))
     assert r.returncode == 2
     assert f"{library} is not installed" in r.stderr and "pip install" in r.stderr

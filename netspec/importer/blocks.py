@@ -265,7 +265,11 @@ def _define(name: str, uses: list[Use], index: dict[int, int], count: dict[str, 
     args.values = {a: args.values[a] for a in ranked}
     for arg, v in args.values.items():
         common, times = Counter(v).most_common(1)[0]
-        block.args[arg] = common if times >= 2 and times * 2 >= len(v) else None
+        # channels are what each use says (c: required), as a person writes a block;
+        # a value most uses share is the default of any other arg (stride: 1)
+        channels = arg.rstrip("0123456789") == "c"
+        block.args[arg] = common if not channels and times >= 2 and times * 2 >= len(v) \
+            else None
     for j, u in enumerate(uses):
         u.block = name
         u.full_args = {a: v[j] for a, v in args.values.items()}

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from netspec.errors import NetspecError
+from netspec.errors import UsageError
 from netspec.kinds import FAMILIES, LayerArgs, Shape
 
 
-class Unmappable(NetspecError):
+class Unmappable(UsageError):
     """A part of the source netspec cannot express (exit 2, nothing written). The message
     names the module path and the operation: ``features.3.attn: scaled_dot_product_attention
     has no netspec kind``."""

@@ -145,6 +145,18 @@ class Writer:
         for b in blocks.values():
             self._find_references(b.template, b.uses[0].reads[0], b.uses[0].reads[0])
         self.defaults = find_defaults(self._written_layers(), {})
+        self.classes = self._classifier()
+
+    def _classifier(self) -> FlatNode | None:
+        """The linear that makes a classifier's one output, at the top: its ``out`` is the
+        var ``classes``, as a person would write it (``--set classes=10``)."""
+        if len(self.net.outputs) != 1:
+            return None
+        for it in self.tree:
+            if isinstance(it, Layer) and it.out == self.net.outputs[0] \
+                    and it.node.kind == "linear" and len(it.node.shape) == 1:
+                return it.node
+        return None
 
     # -------------------------------------------------------------- references
     def _find_references(self, items: Sequence[Item], entry: int, cur: int) -> None:
@@ -191,7 +203,9 @@ class Writer:
         for option in sorted(cls.option_names(), key=lambda o: o != "kind"):
             if option in ("from",):
                 continue
-            if (id(it), option) in self.exprs:
+            if n is self.classes and option == "out":
+                value = "$classes"
+            elif (id(it), option) in self.exprs:
                 value = self.exprs[(id(it), option)]
             elif option in n.options:
                 value = n.options[option]
@@ -443,6 +457,8 @@ class Writer:
         self._line(0, f"input: {scalar(list(self.net.input_shape))}")
         if len(self.net.outputs) > 1:
             self._line(0, "task: features")
+        if self.classes is not None:
+            self._line(0, f"vars: {{classes: {self.classes.options['out']}}}")
         if self.defaults:
             self.lines.append("")
             self._line(0, "defaults:")

@@ -20,8 +20,11 @@ Anything else is refused in one line naming the module path and the operation.
 
 from __future__ import annotations
 
+import bisect
 import builtins
+import dis
 import functools
+import inspect
 import itertools
 import operator
 from collections.abc import Iterator
@@ -146,10 +149,23 @@ class _Proxy(fx.Proxy):
     ``x.chunk(2, 1)`` (YOLOv8's ``list(self.cv1(x).chunk(2, 1))``)."""
 
     def __iter__(self) -> Iterator[Any]:
-        n = _parts(self.node)
+        n = _parts(self.node) or _unpacked(inspect.currentframe())
         if n is None:
-            return super().__iter__()
+            return self.tracer.iter(self)  # fx's own refusal
         return iter([self[i] for i in range(n)])
+
+
+def _unpacked(frame: Any) -> int | None:
+    """How many values the caller unpacks here (``n, c, h, w = x.shape``), as fx's own
+    Proxy reads it from the calling code: it must be read from the caller's frame."""
+    caller = frame.f_back if frame is not None else None
+    if caller is None:
+        return None
+    code = list(dis.get_instructions(caller.f_code))
+    at = bisect.bisect_left(code, caller.f_lasti, key=lambda i: i.offset)
+    if at < len(code) and code[at].opname == "UNPACK_SEQUENCE":
+        return int(code[at].argval)
+    return None
 
 
 def _parts(node: fx.Node) -> int | None:

@@ -20,7 +20,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"NETSPEC_REQUIRE_TORCHVISION=1 but torchvision does "
                                     f"not import: {e}") from None
         skip = pytest.mark.skip(reason=f"torchvision does not import here ({e}); "
-                                "tests/torchvision runs in .ci/run's second stage")
+                                "tests/with_torchvision runs in .ci/run's second stage")
         for item in items:
-            if "tests/torchvision/" in str(item.fspath).replace(os.sep, "/"):
+            if "tests/with_torchvision/" in str(item.fspath).replace(os.sep, "/"):
                 item.add_marker(skip)

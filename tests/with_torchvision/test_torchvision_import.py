@@ -50,10 +50,10 @@ def test_a_torchvision_model_round_trips_or_is_refused_in_one_line(name: str) ->
     if _attends(model):
         with pytest.raises(Unmappable) as refusal:
             spec_from_flat(flatten_module(model, name, name, SIZE), [], f"{name}.yaml")
+        # one line naming where it stopped, and how much the layers before it cover
         message = str(refusal.value)
-        assert "\n" not in message and "parameters" in message, message
-        assert ("has no netspec kind" in message or "no netspec form" in message
-                or "cannot be traced" in message or "reads no traced tensor" in message)
+        assert "\n" not in message and ": " in message, message
+        assert "the layers before it cover" in message, message
         return
     imported = spec_from_flat(flatten_module(model, name, name, SIZE), [], f"{name}.yaml")
     params = sum(p.numel() for p in model.parameters())
