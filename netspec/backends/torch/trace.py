@@ -594,14 +594,15 @@ def _eval(module: nn.Module) -> Iterator[None]:
 def flatten_module(module: nn.Module, name: str, origin: str, input_shape: Shape) -> FlatNet:
     """The module, traced in eval mode, as a flat net of netspec layers."""
     params = {n: p.numel() for n, p in module.named_parameters()}
+    reader: _Interpreter | None = None
     with _eval(module), torch.no_grad():
-        gm = trace(module, name)
-        reader = _Interpreter(module, gm, name, origin, input_shape)
         try:
+            gm = trace(module, name)
+            reader = _Interpreter(module, gm, name, origin, input_shape)
             net = reader.run()
         except Unmappable as e:
             # how far it got: the parameters of the layers read before the refusal
-            used = {t for n in reader.net.nodes for t in n.tensors.values()}
+            used = {t for n in (reader.net.nodes if reader else []) for t in n.tensors.values()}
             covered = sum(v for k, v in params.items() if k in used)
             total = sum(params.values())
             share = f" ({covered / total:.1%})" if total else ""
