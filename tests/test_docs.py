@@ -60,3 +60,10 @@ def test_ci_runs_the_readme_test_command() -> None:
         "pip install torch --index-url https://download.pytorch.org/whl/cpu")
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[2] in ci.splitlines()
+    # and the torchvision round trip, in its own environment
+    section = readme.split("## Testing against torchvision", 1)[1]
+    tv = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert tv, "the torchvision section shows its command"
+    (command,) = [line for line in tv.group(1).splitlines() if line.strip()]
+    assert command in ci.splitlines()
+    assert "NETSPEC_REQUIRE_TORCHVISION=1" in command

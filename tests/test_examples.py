@@ -95,3 +95,18 @@ def test_examples_are_short_and_documented(script: Path) -> None:
     text = script.read_text()
     assert text.startswith('"""') and "python examples/" in text
     assert len(text.splitlines()) <= 100
+
+
+def test_tutorial_imports_my_net_as_it_shows(tmp_path: Path) -> None:
+    """docs/tutorial.md, section 9: `netspec import my_net:make` writes exactly the spec
+    the tutorial shows (so the page cannot drift from what the command does)."""
+    tutorial = (ROOT / "docs" / "tutorial.md").read_text()
+    section = tutorial.split("## 9. Bring your own network in", 1)[1]
+    shown = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert shown, "section 9 shows the imported spec"
+    out = tmp_path / "my_net.yaml"
+    proc = subprocess.run([sys.executable, "-m", "netspec", "import", "my_net:make", "--name",
+                           "my_net", "--input", "1,8,8", "-o", str(out)], cwd=EXAMPLES,
+                          env=env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == shown.group(1)
