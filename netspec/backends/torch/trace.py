@@ -343,7 +343,7 @@ class _Interpreter:
         if node.op == "call_method":
             name = str(target)
             if not tracked:
-                return getattr(args[0], name)(*args[1:], **kwargs)
+                return self._evaluate(getattr(args[0], name), args[1:], kwargs)
             if isinstance(args[0], _Value):
                 if name == "narrow":
                     return self._narrow(node, args[0], *args[1:], **kwargs)
@@ -369,7 +369,7 @@ class _Interpreter:
                 return self._getitem(node, args[0], args[1])
             return args[0][args[1]]
         if not tracked:
-            return target(*args, **kwargs)  # arithmetic on sizes and constants
+            return self._evaluate(target, args, kwargs)
         if target in _MOVEMENT_FUNCTIONS and isinstance(args[0], _Value):
             return self._move(node, lambda t: target(t, *args[1:], **kwargs), args[0])
         if target in (torch.cat, torch.concat):
@@ -380,6 +380,18 @@ class _Interpreter:
         call = Call(self.where, None, target, self._as_in(args), self._as_in(kwargs))
         what = getattr(target, "__name__", str(target))
         return self._read(node, call, readers, args, kwargs, f"{what} has no netspec kind")
+
+    def _evaluate(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        """Arithmetic on sizes and constants, and the model's own checks (torch._assert
+        of an input size): computed, since every size is known; a check that fails is the
+        model's own refusal of this input."""
+        try:
+            return target(*args, **kwargs)
+        except Exception as e:  # the user's code: anything may come out of it
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise Unmappable(f"{self.where}: the model refuses the input "
+                             f"{list(self.input_shape)} ({first[:160]}); give --input") \
+                from None
 
     def _narrow(self, node: fx.Node, x: _Value, dim: int, start: int, length: int) -> _Value:
         """``x.narrow(1, start, length)``: a part of a split whose parts are the ranges
