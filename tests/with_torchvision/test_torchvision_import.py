@@ -74,3 +74,41 @@ def test_auxiliary_classifiers_the_forward_never_calls_are_refused(name: str) ->
     with pytest.raises(Unmappable, match=re.escape("parameters the traced forward (eval "
                                                    "mode) never uses")):
         spec_from_flat(flatten_module(model, name, name, SIZE), [], f"{name}.yaml")
+
+
+#: the bundled specs written by hand from torchvision's source
+BUNDLED = ["resnet18", "resnet50", "vgg16_bn", "densenet121", "mobilenet_v2",
+           "efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "convnext_tiny",
+           "shufflenet_v2_x1_0", "regnet_y_400mf"]
+
+
+@pytest.mark.parametrize("name", BUNDLED if MODELS else [])
+def test_torchvisions_model_imports_as_the_bundled_spec(name: str) -> None:
+    """Imported at the bundled spec's size, torchvision's own model is the hand-written
+    spec layer by layer (``netspec diff --match order`` finds nothing)."""
+    from pathlib import Path
+
+    import netspec
+    from netspec.diff import diff
+
+    spec = Path(__file__).resolve().parents[2] / "specs" / f"{name}.yaml"
+    imported = spec_from_flat(flatten_module(_model(name), name, name, (3, 224, 224)), [],
+                              f"{name}.yaml")
+    d = diff(imported.graph, netspec.load(spec), "order")
+    assert d.changes == [] and d.params[0] == d.params[1], [c.name for c in d.changes[:5]]
+
+
+def test_resnet18_through_torch_onnx_export_round_trips(tmp_path: Any) -> None:
+    """torchvision's resnet18 written by torch.onnx.export, imported: the spec computes
+    what onnxruntime computes from the file."""
+    from netspec.backends.onnx.read import import_onnx
+
+    model = _model("resnet18")
+    path = tmp_path / "r18.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 96, 96),), str(path), dynamo=False,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    imported, agreement = import_onnx(str(path), None, None, str(tmp_path / "r18.yaml"),
+                                      lambda origin, n: [], 1e-4)
+    assert agreement.ok and agreement.ref_max > 0, agreement
+    assert "residual" in imported.text
