@@ -237,8 +237,30 @@ def read_conv_transpose(call: Call) -> Mapped:
     return Mapped("conv_transpose", options, _weights(call, "weight", "bias"))
 
 
+def _read_linear_function(call: Call) -> Mapped:
+    """``F.linear(x, weight, bias)`` with the module's own weight (timm's Linear)."""
+    x = call.x
+    weight, bias = call.arg(1, "weight"), call.arg(2, "bias")
+    _need(call, isinstance(weight, In) and weight.is_param and weight.value is not None
+          and (bias is None or (isinstance(bias, In) and bias.is_param)),
+          "multiplies by a computed weight")
+    assert isinstance(weight, In) and weight.value is not None and weight.param is not None
+    options: dict[str, Any] = {"out": int(weight.value.shape[0]), "bias": bias is not None}
+    if x.layout == CHANNELS_LAST:
+        options["over"] = "channels"
+    else:
+        _need(call, x.layout == CANONICAL and len(x.shape) == 1, f"reads a {list(x.shape)} "
+              "tensor (netspec's linear reads [F] features, or the channels of a map)")
+    tensors = {"weight": weight.param}
+    if isinstance(bias, In) and bias.param is not None:
+        tensors["bias"] = bias.param
+    return Mapped("linear", options, tensors, inputs=[x], keeps_layout=True)
+
+
 def read_linear(call: Call) -> Mapped:
     m = call.module
+    if m is None:
+        return _read_linear_function(call)
     assert isinstance(m, nn.Linear)
     x = call.x
     options: dict[str, Any] = {"out": m.out_features, "bias": m.bias is not None}
@@ -265,8 +287,32 @@ def _eps(m: nn.Module, default: float = 1e-5) -> dict[str, Any]:
     return {} if eps == default else {"eps": float(eps)}
 
 
+def _read_batch_norm_function(call: Call) -> Mapped:
+    """``F.batch_norm(x, mean, var, weight, bias, training, momentum, eps)`` with the
+    statistics, γ and δ read as the module's own tensors (timm's BatchNormAct2d)."""
+    x = call.x
+    stats = [call.arg(i, n) for i, n in ((1, "running_mean"), (2, "running_var"),
+                                         (3, "weight"), (4, "bias"))]
+    _need(call, isinstance(stats[0], In) and stats[0].is_param and isinstance(stats[1], In)
+          and stats[1].is_param, "normalises with batch statistics only")
+    _need(call, x.layout == CANONICAL and len(x.shape) in (1, 3),
+          f"normalises a {_described(x)} tensor")
+    eps, momentum = float(call.arg(7, "eps", 1e-5)), call.arg(6, "momentum", 0.1)
+    options: dict[str, Any] = {"kind": "batch", **({} if eps == 1e-5 else {"eps": eps})}
+    if momentum != 0.1:
+        options["momentum"] = float(momentum) if momentum else None
+    names = ("running_mean", "running_var", "weight", "bias")
+    tensors = {n: t.param for n, t in zip(names, stats, strict=True) if isinstance(t, In)}
+    _need(call, ("weight" in tensors) == ("bias" in tensors), "has γ without δ")
+    if "weight" not in tensors:
+        options["affine"] = False
+    return Mapped("norm", options, tensors, inputs=[x])  # type: ignore[arg-type]
+
+
 def read_batchnorm(call: Call) -> Mapped:
     m = call.module
+    if m is None:
+        return _read_batch_norm_function(call)
     assert isinstance(m, nn.modules.batchnorm._BatchNorm)
     x = call.x
     _need(call, m.track_running_stats, "keeps no running statistics")
@@ -700,9 +746,10 @@ READERS: dict[str, Reader] = {
     "conv": Reader(modules=(qualname(nn.Conv2d),), read=read_conv),
     "conv_transpose": Reader(modules=(qualname(nn.ConvTranspose2d),), read=read_conv_transpose),
     "linear": Reader(modules=(qualname(nn.Linear), _NETSPEC + "LinearOverChannels"),
-                     read=read_linear),
+                     functions=(F.linear,), read=read_linear),
     "batchnorm": Reader(modules=(qualname(nn.modules.batchnorm._BatchNorm),
-                                 qualname(nn.SyncBatchNorm)), read=read_batchnorm),
+                                 qualname(nn.SyncBatchNorm)), functions=(F.batch_norm,),
+                        read=read_batchnorm),
     "layernorm": Reader(modules=(qualname(nn.LayerNorm), *LAYERNORM2D),
                         functions=(F.layer_norm,), read=read_layernorm),
     "instancenorm": Reader(modules=(qualname(nn.modules.instancenorm._InstanceNorm),),

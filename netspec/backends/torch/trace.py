@@ -206,10 +206,20 @@ class _Tracer(fx.Tracer):
             self.where.pop()
 
 
+def _defaults(module: nn.Module) -> dict[str, Any]:
+    """forward's arguments after the first that have defaults (timm's ``attn_mask=None``):
+    fixed at them, so the network takes its one input."""
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
 def trace(module: nn.Module, name: str) -> fx.GraphModule:
     tracer = _Tracer()
     try:
-        graph = tracer.trace(module)
+        graph = tracer.trace(module, concrete_args=_defaults(module) or None)
     except Unmappable:
         raise
     except Exception as e:  # fx raises TraceError, TypeError, AttributeError… on dynamic code
@@ -279,6 +289,8 @@ class _Interpreter:
 
     def _node(self, node: fx.Node) -> Any:
         if node.op == "placeholder":
+            if self.values and node.args:  # an argument fixed at its default
+                return node.args[0]
             if self.values:
                 raise Unmappable(f"{self.net.name}: forward takes more than one input "
                                  f"('{node.target}'); netspec networks take one")
@@ -344,6 +356,10 @@ class _Interpreter:
             name = str(target)
             if not tracked:
                 return self._evaluate(getattr(args[0], name), args[1:], kwargs)
+            if isinstance(args[0], _Param) and name in _MOVEMENT_METHODS:
+                # a parameter seen another way (timm's gamma.reshape(1, -1, 1, 1))
+                p = args[0]
+                return _Param(p.name, getattr(p.value, name)(*args[1:], **kwargs), p.first)
             if isinstance(args[0], _Value):
                 if name == "narrow":
                     return self._narrow(node, args[0], *args[1:], **kwargs)
