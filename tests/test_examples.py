@@ -41,7 +41,8 @@ def run(cmd: list[str], tmp_path: Path, timeout: int = 120) -> str:
 def test_examples_all_have_tests() -> None:
     names = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".sh", ".yaml")}
     assert names == {"own_training_loop.py", "segmentation_unet.py", "onnxruntime_only.py",
-                     "write_a_spec.sh", "write_a_spec.yaml", "seed_conventions.py"}
+                     "write_a_spec.sh", "write_a_spec.yaml", "seed_conventions.py",
+                     "my_net.py"}  # my_net.py: test_tutorial_imports_my_net_as_it_shows
 
 
 def test_own_training_loop(tmp_path: Path) -> None:
