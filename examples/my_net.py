@@ -2,7 +2,9 @@
 section 9): a stem, two stages of a residual block class, global pooling and a linear
 head for the 8×8 digits.
 
-    netspec import my_net:make --input 1,8,8 -o my_net.yaml --weights-out my_net.safetensors
+    python examples/my_net.py     # the network as PyTorch sees it: parameters, output shape
+    cd examples && netspec import my_net:make --input 1,8,8 -o my_net.yaml \
+        --weights-out my_net.safetensors
 """
 
 from __future__ import annotations
@@ -50,3 +52,10 @@ class Net(nn.Module):
 
 def make(classes: int = 10, width: int = 16) -> Net:
     return Net(classes, width)
+
+
+if __name__ == "__main__":
+    net = make().eval()
+    logits = net(torch.randn(2, 1, 8, 8))
+    print(f"{sum(p.numel() for p in net.parameters()):,} parameters; "
+          f"a batch of 2 digits gives logits of shape {tuple(logits.shape)}")
