@@ -206,7 +206,10 @@ class _Tracer(fx.Tracer):
             self.where.pop()
 
 
-def trace(module: nn.Module, name: str) -> fx.GraphModule:
+def trace(module: nn.Module, name: str) -> fx.Graph:
+    """The module's fx graph. Only the graph is read: no GraphModule is made, since its
+    generated Python cannot name a submodule called ``in`` or ``my-conv`` (legal to
+    ``add_module``), and the source module itself runs the forward."""
     tracer = _Tracer()
     try:
         graph = tracer.trace(module)
@@ -218,15 +221,15 @@ def trace(module: nn.Module, name: str) -> fx.GraphModule:
         raise Unmappable(f"{where or name}: cannot be traced by torch.fx ({reason[:200]}); "
                          "netspec imports modules whose forward does not depend on the "
                          "values of its input") from None
-    return fx.GraphModule(module, graph, name)
+    return graph
 
 
 # ---------------------------------------------------------------------------- interpreter
 class _Interpreter:
-    def __init__(self, root: nn.Module, gm: fx.GraphModule, name: str, origin: str,
+    def __init__(self, root: nn.Module, graph: fx.Graph, name: str, origin: str,
                  input_shape: Shape) -> None:
         self.root = root
-        self.gm = gm
+        self.graph = graph
         self.input_shape = input_shape
         self.net = FlatNet(name, origin, input_shape, [], ())
         self.values: dict[fx.Node, Any] = {}
@@ -235,7 +238,7 @@ class _Interpreter:
         self.splits = 0
         self.where = name
         #: the channel ranges code narrows each tensor to: its parts, as one split
-        self.cuts = _narrow_cuts(gm.graph)
+        self.cuts = _narrow_cuts(graph)
         self.parts_of: dict[fx.Node, tuple[list[int], tuple[_Value, ...]]] = {}
 
     # -------------------------------------------------------------- values
@@ -272,7 +275,7 @@ class _Interpreter:
 
     # -------------------------------------------------------------- nodes
     def run(self) -> FlatNet:
-        for node in self.gm.graph.nodes:
+        for node in self.graph.nodes:
             self.where = self._path(node)
             self.values[node] = self._node(node)
         return self.net
@@ -597,8 +600,8 @@ def flatten_module(module: nn.Module, name: str, origin: str, input_shape: Shape
     reader: _Interpreter | None = None
     with _eval(module), torch.no_grad():
         try:
-            gm = trace(module, name)
-            reader = _Interpreter(module, gm, name, origin, input_shape)
+            graph = trace(module, name)
+            reader = _Interpreter(module, graph, name, origin, input_shape)
             net = reader.run()
         except Unmappable as e:
             # how far it got: the parameters of the layers read before the refusal
