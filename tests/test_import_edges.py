@@ -11,6 +11,7 @@ verified against torch.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from zoo import randomize
 
@@ -53,3 +54,47 @@ def test_submodules_python_cannot_name_import() -> None:
     """fx's GraphModule generated Python code naming ``self.in``: a SyntaxError
     traceback. Only the traced graph is read now."""
     _round_trip(_OddNames())
+
+
+# ---------------------------------------------------------------------------- blocks
+class Conv(nn.Module):
+    """YOLO's ``Conv`` (conv, norm, SiLU): a class named as a layer kind."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = nn.SiLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+
+class Yes(nn.Module):
+    """A class whose block name YAML would read as a boolean."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 1, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(x))
+
+
+class _KindNamedBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        # inside a container the uses go unnamed, apart each is written alone: ``- yes``
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 1), Yes(8, 8, 1), Conv(8, 8, 2),
+                                  Yes(8, 8, 1), Conv(8, 8, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_class_named_as_a_kind_or_a_yaml_word_is_a_block_of_another_name() -> None:
+    """A block named ``conv`` (or ``residual``) is refused by the resolver, one named
+    ``yes`` is read as true: the written spec did not resolve (ImportBug, exit 1)."""
+    text = _round_trip(_KindNamedBlocks()).text
+    assert "  conv_block:\n" in text and "- conv_block:" in text
+    assert "  yes_block:\n" in text and "- yes_block\n" in text

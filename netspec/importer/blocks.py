@@ -297,12 +297,26 @@ def make_blocks(tree: list[Item]) -> dict[str, BlockDef]:
                 groups.setdefault((u.scope.cls, template_key(u.body, u.reads[0])), []).append(u)
         for (cls, _key), members in groups.items():
             base = _snake(cls)
+            if not _free_block_name(base):
+                base = f"{base}_block"  # YOLO's Conv: a block, not the kind conv
             name, k = base, 2
             while name in taken:
                 name, k = f"{base}{k}", k + 1
             taken.add(name)
             blocks[name] = _define(name, members, index, dict(count))
     return blocks
+
+
+def _free_block_name(name: str) -> bool:
+    """Whether a block may be called ``name``: not a layer kind or a structure (the spec
+    would use the kind), not a word YAML reads as a boolean or null (``- yes``)."""
+    from netspec.kinds import SPEC_KINDS
+    from netspec.structures import STRUCTURES
+    from netspec.yaml_loader import load_text
+
+    if name in SPEC_KINDS or name in STRUCTURES:
+        return False
+    return load_text(f"x: [{name}]", "<name>").data == {"x": [name]}
 
 
 def inline_single_uses(items: list[Item], blocks: dict[str, BlockDef]) -> list[Item]:
