@@ -10,6 +10,7 @@ verified against torch.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +19,7 @@ from zoo import randomize
 import netspec
 from netspec.backends.torch.sources import compare_with_torch
 from netspec.backends.torch.trace import flatten_module
+from netspec.importer.flat import Unmappable
 from netspec.importer.pipeline import Imported, spec_from_flat
 
 SHAPE = (3, 8, 8)
@@ -98,3 +100,89 @@ def test_a_class_named_as_a_kind_or_a_yaml_word_is_a_block_of_another_name() -> 
     text = _round_trip(_KindNamedBlocks()).text
     assert "  conv_block:\n" in text and "- conv_block:" in text
     assert "  yes_block:\n" in text and "- yes_block\n" in text
+
+
+class _Stage(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, 2, 1)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class _Pyramid(nn.Module):
+    """A feature pyramid: every stage's output returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList([_Stage(3, 4), _Stage(4, 4), _Stage(4, 4)])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+class _Skip(nn.Module):
+    """Skips from the first two of three chained stages to the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList([_Stage(3, 4), _Stage(4, 4), _Stage(4, 4)])
+        self.up = nn.Upsample(scale_factor=2)
+        self.down = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.stages[0](x)
+        b = self.stages[1](a)
+        c = self.stages[2](b)
+        return torch.cat([self.up(c), self.down(a), b], 1)
+
+
+@pytest.mark.parametrize("make", [_Pyramid, _Skip])
+def test_a_repeat_never_hides_a_tensor_read_elsewhere(make: type[nn.Module]) -> None:
+    """Chained uses were one ``repeat:`` even where a use's output was returned or read
+    further on: the written spec referred to a name it never gave (ImportBug)."""
+    text = _round_trip(make(), (3, 16, 16)).text
+    assert "repeat: 3" not in text
+    # the block's layers are named for nothing the network reads of a use
+    assert "as: act" not in text
+
+
+class _Outputs(nn.Module):
+    """Several outputs made by functions, and the parts of a split."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        p = F.relu(self.a(x))
+        q = torch.sigmoid(self.b(p))
+        low, high = q.chunk(2, 1)
+        return p, low, high
+
+
+def test_every_output_is_named() -> None:
+    """Outputs no layer reads had no name: ``outputs: [a, '']`` (ImportBug)."""
+    text = _round_trip(_Outputs()).text
+    assert "outputs: [" in text and "''" not in text, text
+
+
+def test_a_tensor_returned_twice_is_refused_in_one_line() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = self.a(x)
+            return y, y
+
+    with pytest.raises(Unmappable, match="returns one tensor more than once") as e:
+        _round_trip(Twice())
+    assert "\n" not in str(e.value)

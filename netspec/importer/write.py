@@ -142,8 +142,16 @@ class Writer:
         self.lines: list[str] = []
         self._last_of = {s.path: n.id for n in net.nodes for s in n.scopes}
         self._find_references(tree, INPUT_ID, INPUT_ID)
+        if len(net.outputs) > 1:  # ``outputs:`` names each one
+            self.referenced.update(t for t in net.outputs if t != INPUT_ID)
+        # a block's layers are its first use's: what the network reads of that use (its
+        # output) is no name inside the block
+        self._top_references = self.referenced
+        self._block_references: dict[str, set[int]] = {}
         for b in blocks.values():
+            self.referenced = self._block_references[b.name] = set()
             self._find_references(b.template, b.uses[0].reads[0], b.uses[0].reads[0])
+        self.referenced = self._top_references
         self.defaults = find_defaults(self._written_layers(), {})
         self.classes = self._classifier()
 
@@ -489,7 +497,9 @@ class Writer:
             self._line(4, f"args: {scalar(args)}")
         self._line(4, "layers:")
         entry = b.uses[0].reads[0]
+        self.referenced = self._block_references[b.name]
         self.entries(b.template, _List(Namespace(), entry, entry), 6)
+        self.referenced = self._top_references
 
 
 def _is_merge(n: FlatNode) -> bool:
