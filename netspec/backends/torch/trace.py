@@ -474,7 +474,8 @@ class _Interpreter:
         flat = FlatNode(len(self.net.nodes), mapped.kind, dict(mapped.options),
                         tuple(v.node for v in inputs), self.where, self._scopes(node),
                         dict(mapped.tensors), split[0] if split else None,
-                        split[1] if split else None, shape, args)
+                        split[1] if split else None, shape, args,
+                        own_path=node.op == "call_module")
         self._check_tensors(flat, in_shapes)
         self.net.nodes.append(flat)
         self.shapes[flat.id] = shape
