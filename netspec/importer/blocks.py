@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from netspec.importer.flat import FlatNode, kind_class
+from netspec.importer.flat import FlatNet, FlatNode, kind_class
 from netspec.importer.structure import (
     Dense,
     Item,
@@ -297,12 +297,26 @@ def make_blocks(tree: list[Item]) -> dict[str, BlockDef]:
                 groups.setdefault((u.scope.cls, template_key(u.body, u.reads[0])), []).append(u)
         for (cls, _key), members in groups.items():
             base = _snake(cls)
+            if not _free_block_name(base):
+                base = f"{base}_block"  # YOLO's Conv: a block, not the kind conv
             name, k = base, 2
             while name in taken:
                 name, k = f"{base}{k}", k + 1
             taken.add(name)
             blocks[name] = _define(name, members, index, dict(count))
     return blocks
+
+
+def _free_block_name(name: str) -> bool:
+    """Whether a block may be called ``name``: not a layer kind or a structure (the spec
+    would use the kind), not a word YAML reads as a boolean or null (``- yes``)."""
+    from netspec.kinds import SPEC_KINDS
+    from netspec.structures import STRUCTURES
+    from netspec.yaml_loader import load_text
+
+    if name in SPEC_KINDS or name in STRUCTURES:
+        return False
+    return load_text(f"x: [{name}]", "<name>").data == {"x": [name]}
 
 
 def inline_single_uses(items: list[Item], blocks: dict[str, BlockDef]) -> list[Item]:
@@ -357,19 +371,52 @@ def _run_args(uses: list[Use], defaults: dict[str, Any]) -> dict[str, Any] | Non
     return out
 
 
-def make_repeats(items: list[Item], blocks: dict[str, BlockDef]) -> list[Item]:
-    """The list with each longest run of chained uses of one block as one ``Repeat``."""
+def make_repeats(items: list[Item], blocks: dict[str, BlockDef], net: FlatNet) -> list[Item]:
+    """The list with each longest run of chained uses of one block as one ``Repeat``.
+
+    A repeat names only its last output: a use whose output something besides the next
+    use reads (a skip connection, a returned feature map) ends a run."""
+    readers = {t: set(r) for t, r in net.consumers().items()}
+    for t in net.outputs:
+        readers.setdefault(t, set()).add(_RETURNED)
+    return _repeats(items, blocks, readers)
+
+
+#: a reader standing for the network's outputs
+_RETURNED = -2
+
+
+def _chained(prev: Item, nxt: Item, readers: dict[int, set[int]]) -> bool:
+    """Whether ``nxt`` is a use of ``prev``'s block that reads ``prev``'s output and is
+    its only reader."""
+    return (isinstance(prev, Use) and isinstance(nxt, Use) and nxt.block == prev.block
+            and nxt.reads == [prev.out]
+            and nxt.scope.path.rpartition(".")[0] == prev.scope.path.rpartition(".")[0]
+            and readers.get(prev.out, set()) <= _node_ids(nxt.body))
+
+
+def _node_ids(items: Sequence[Item]) -> set[int]:
+    """The flat nodes an entry list computes, merges included."""
+    out: set[int] = set()
+    for it in walk(items):
+        if isinstance(it, Layer):
+            out.update(n.id for n in it.nodes)
+        elif isinstance(it, Residual | Parallel) and it.merge is not None:
+            out.add(it.merge.id)
+        elif isinstance(it, Dense):
+            out.update(m.id for m in it.merges)
+    return out
+
+
+def _repeats(items: list[Item], blocks: dict[str, BlockDef], readers: dict[int, set[int]]
+             ) -> list[Item]:
     out: list[Item] = []
     i = 0
     while i < len(items):
         u = items[i]
         if isinstance(u, Use):
             j = i + 1
-            parent = u.scope.path.rpartition(".")[0]
-            while (j < len(items) and isinstance(items[j], Use)
-                   and items[j].block == u.block  # type: ignore[attr-defined]
-                   and items[j].reads == [items[j - 1].out]
-                   and items[j].scope.path.rpartition(".")[0] == parent):  # type: ignore[attr-defined]
+            while j < len(items) and _chained(items[j - 1], items[j], readers):
                 j += 1
             while j - i >= 2:
                 run = [x for x in items[i:j] if isinstance(x, Use)]
@@ -382,21 +429,23 @@ def make_repeats(items: list[Item], blocks: dict[str, BlockDef]) -> list[Item]:
             if j - i >= 2:
                 i = j
                 continue
-        _repeats_inside(u, blocks)
+        _repeats_inside(u, blocks, readers)
         out.append(u)
         i += 1
     return out
 
 
-def _repeats_inside(it: Item, blocks: dict[str, BlockDef]) -> None:
+def _repeats_inside(it: Item, blocks: dict[str, BlockDef], readers: dict[int, set[int]]
+                    ) -> None:
     """Repeats in the lists a construct holds (not in a block's layers: those are the
     same in every use of the block)."""
     if isinstance(it, Residual):
-        it.body = make_repeats(it.body, blocks)
+        it.body = _repeats(it.body, blocks, readers)
         if it.shortcut is not None:
-            it.shortcut = make_repeats(it.shortcut, blocks)
+            it.shortcut = _repeats(it.shortcut, blocks, readers)
     elif isinstance(it, Parallel):
-        it.branches = [None if b is None else make_repeats(b, blocks) for b in it.branches]
+        it.branches = [None if b is None else _repeats(b, blocks, readers)
+                       for b in it.branches]
 
 
 def _container_name(run: list[Use]) -> str | None:

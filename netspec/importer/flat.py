@@ -53,6 +53,9 @@ class FlatNode:
     part: int | None = None
     shape: Shape = ()
     args: LayerArgs | None = None
+    #: ``path`` is the layer's own module (``fc``), not the module whose code called a
+    #: function (``F.relu`` in ``layer1.0``'s forward, or the network's own: its name)
+    own_path: bool = True
 
     @property
     def local(self) -> str:

@@ -36,11 +36,14 @@ class Imported:
 
 def spec_from_flat(net: FlatNet, header: Sequence[str], file: str) -> Imported:
     prune(net)
+    if len(set(net.outputs)) != len(net.outputs):
+        raise Unmappable(f"{net.name}: returns one tensor more than once; a spec's "
+                         "outputs are each a different tensor")
     if not net.nodes:
         raise Unmappable(f"{net.name}: returns its input unchanged; a spec needs a layer")
     tree = build_tree(net)
     blocks = make_blocks(tree)
-    tree = make_repeats(inline_single_uses(tree, blocks), blocks)
+    tree = make_repeats(inline_single_uses(tree, blocks), blocks, net)
     text = spec_text(net, tree, blocks, header)
     graph = resolve_written(text, file)
     names = correspondence(net, tree, graph)

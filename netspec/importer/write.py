@@ -142,8 +142,16 @@ class Writer:
         self.lines: list[str] = []
         self._last_of = {s.path: n.id for n in net.nodes for s in n.scopes}
         self._find_references(tree, INPUT_ID, INPUT_ID)
+        if len(net.outputs) > 1:  # ``outputs:`` names each one
+            self.referenced.update(t for t in net.outputs if t != INPUT_ID)
+        # a block's layers are its first use's: what the network reads of that use (its
+        # output) is no name inside the block
+        self._top_references = self.referenced
+        self._block_references: dict[str, set[int]] = {}
         for b in blocks.values():
+            self.referenced = self._block_references[b.name] = set()
             self._find_references(b.template, b.uses[0].reads[0], b.uses[0].reads[0])
+        self.referenced = self._top_references
         self.defaults = find_defaults(self._written_layers(), {})
         self.classes = self._classifier()
 
@@ -242,9 +250,11 @@ class Writer:
         local: str | None = None
         if isinstance(it, Layer):
             n = it.node
-            if lst.top and n.tensors and "." not in n.path:
+            if lst.top and n.tensors and "." not in n.path and n.own_path:
                 local = n.path
-            elif referenced:
+            elif lst.top and n.tensors and not n.own_path:
+                local = self._parameter_name(n)
+            if local is None and referenced:
                 local = self._exit_name(n)
         elif isinstance(it, Use):
             if lst.top or referenced:
@@ -259,10 +269,21 @@ class Writer:
             return None
         return local
 
+    @staticmethod
+    def _parameter_name(n: FlatNode) -> str | None:
+        """A function's layer at the top that reads one parameter of the network itself
+        (``self.gamma * x``): the parameter's name."""
+        sources = set(n.tensors.values())
+        if len(sources) == 1:
+            (source,) = sources
+            return source if "." not in source else None
+        return None
+
     def _exit_name(self, n: FlatNode) -> str | None:
         """The layer's own name, or that of the innermost module it is the output of
-        (ShuffleNet's ``branch2``)."""
-        if _valid_name(n.local):
+        (ShuffleNet's ``branch2``). A function's layer is not named after the module whose
+        code called it unless it makes that module's output."""
+        if n.own_path and _valid_name(n.local):
             return n.local
         for s in reversed(n.scopes):
             local = s.path.rpartition(".")[2]
@@ -489,7 +510,9 @@ class Writer:
             self._line(4, f"args: {scalar(args)}")
         self._line(4, "layers:")
         entry = b.uses[0].reads[0]
+        self.referenced = self._block_references[b.name]
         self.entries(b.template, _List(Namespace(), entry, entry), 6)
+        self.referenced = self._top_references
 
 
 def _is_merge(n: FlatNode) -> bool:

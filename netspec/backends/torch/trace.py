@@ -216,7 +216,10 @@ def _defaults(module: nn.Module) -> dict[str, Any]:
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
-def trace(module: nn.Module, name: str) -> fx.GraphModule:
+def trace(module: nn.Module, name: str) -> fx.Graph:
+    """The module's fx graph. Only the graph is read: no GraphModule is made, since its
+    generated Python cannot name a submodule called ``in`` or ``my-conv`` (legal to
+    ``add_module``), and the source module itself runs the forward."""
     tracer = _Tracer()
     try:
         graph = tracer.trace(module, concrete_args=_defaults(module) or None)
@@ -228,15 +231,15 @@ def trace(module: nn.Module, name: str) -> fx.GraphModule:
         raise Unmappable(f"{where or name}: cannot be traced by torch.fx ({reason[:200]}); "
                          "netspec imports modules whose forward does not depend on the "
                          "values of its input") from None
-    return fx.GraphModule(module, graph, name)
+    return graph
 
 
 # ---------------------------------------------------------------------------- interpreter
 class _Interpreter:
-    def __init__(self, root: nn.Module, gm: fx.GraphModule, name: str, origin: str,
+    def __init__(self, root: nn.Module, graph: fx.Graph, name: str, origin: str,
                  input_shape: Shape) -> None:
         self.root = root
-        self.gm = gm
+        self.graph = graph
         self.input_shape = input_shape
         self.net = FlatNet(name, origin, input_shape, [], ())
         self.values: dict[fx.Node, Any] = {}
@@ -245,7 +248,7 @@ class _Interpreter:
         self.splits = 0
         self.where = name
         #: the channel ranges code narrows each tensor to: its parts, as one split
-        self.cuts = _narrow_cuts(gm.graph)
+        self.cuts = _narrow_cuts(graph)
         self.parts_of: dict[fx.Node, tuple[list[int], tuple[_Value, ...]]] = {}
 
     # -------------------------------------------------------------- values
@@ -282,7 +285,7 @@ class _Interpreter:
 
     # -------------------------------------------------------------- nodes
     def run(self) -> FlatNet:
-        for node in self.gm.graph.nodes:
+        for node in self.graph.nodes:
             self.where = self._path(node)
             self.values[node] = self._node(node)
         return self.net
@@ -499,7 +502,8 @@ class _Interpreter:
         flat = FlatNode(len(self.net.nodes), mapped.kind, dict(mapped.options),
                         tuple(v.node for v in inputs), self.where, self._scopes(node),
                         dict(mapped.tensors), split[0] if split else None,
-                        split[1] if split else None, shape, args)
+                        split[1] if split else None, shape, args,
+                        own_path=node.op == "call_module")
         self._check_tensors(flat, in_shapes)
         self.net.nodes.append(flat)
         self.shapes[flat.id] = shape
@@ -625,8 +629,8 @@ def flatten_module(module: nn.Module, name: str, origin: str, input_shape: Shape
     reader: _Interpreter | None = None
     with _eval(module), torch.no_grad():
         try:
-            gm = trace(module, name)
-            reader = _Interpreter(module, gm, name, origin, input_shape)
+            graph = trace(module, name)
+            reader = _Interpreter(module, graph, name, origin, input_shape)
             net = reader.run()
         except Unmappable as e:
             # how far it got: the parameters of the layers read before the refusal
