@@ -9,12 +9,12 @@ one class can become one block) and where each of its tensors comes from in the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from netspec.errors import UsageError
-from netspec.kinds import FAMILIES, LayerArgs, Shape
+from netspec.kinds import FAMILIES, LayerArgs, Shape, ShapeError, fmt_shape, numel
 
 
 class Unmappable(UsageError):
@@ -114,6 +114,36 @@ class FlatNet:
 
     def node(self, i: int) -> FlatNode:
         return self.nodes[i]
+
+    def add(self, mapped: Mapped, inputs: Sequence[int], in_shapes: list[Shape], path: str,
+            scopes: tuple[ScopeRef, ...], tensor_shape: Callable[[str], Shape | None], *,
+            split: tuple[int, int] | None = None, own_path: bool = True) -> FlatNode:
+        """Append ``mapped`` as a layer reading ``inputs``: its options validated as a
+        spec's are, its output shape by the kind's own rule, and every tensor the kind
+        counts present in the source at its size (``tensor_shape`` looks one up by the
+        source's name). ``split`` is (group, part) for one part of a split."""
+        try:
+            args = validated(mapped.kind, mapped.options)
+            if split is not None:
+                args = args.part(split[1])  # type: ignore[attr-defined]
+            shape = args.out_shape(in_shapes)
+        except (ShapeError, ValueError) as e:
+            raise Unmappable(f"{path}: {mapped.kind} {mapped.options}: "
+                             f"{str(e).splitlines()[0]}") from None
+        want = {**args.param_shapes(in_shapes), **args.buffer_shapes(in_shapes)}
+        for tensor, wanted in want.items():
+            source = mapped.tensors.get(tensor)
+            got = tensor_shape(source) if source else None
+            if got is None or numel(got) != numel(wanted):
+                raise Unmappable(f"{path}: {mapped.kind} needs a {tensor} of "
+                                 f"{fmt_shape(wanted)}; the source has "
+                                 f"{'none' if got is None else fmt_shape(got)}")
+        flat = FlatNode(len(self.nodes), mapped.kind, dict(mapped.options), tuple(inputs),
+                        path, scopes, {n: s for n, s in mapped.tensors.items() if n in want},
+                        split[0] if split else None, split[1] if split else None, shape,
+                        args, own_path)
+        self.nodes.append(flat)
+        return flat
 
     def consumers(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {n.id: [] for n in self.nodes}

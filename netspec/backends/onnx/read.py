@@ -52,7 +52,7 @@ from netspec.importer.flat import (
     Unmappable,
     validated,
 )
-from netspec.kinds import OPS, Shape, ShapeError
+from netspec.kinds import OPS, Shape
 
 #: protobuf cannot hold more in one message
 MAX_FILE = 2 << 30
@@ -452,30 +452,15 @@ class _Reader:
 
     def _flat(self, mapped: Mapped, inputs: Sequence[_Value],
               split: tuple[int, int] | None = None) -> FlatNode:
-        in_shapes = [self.shapes[v.node] for v in inputs]
-        try:
-            args = validated(mapped.kind, mapped.options)
-            if split is not None:
-                args = args.part(split[1])  # type: ignore[attr-defined]
-            shape = args.out_shape(in_shapes)
-        except (ShapeError, ValueError) as e:
-            raise Unmappable(f"{self.path}: {mapped.kind} {mapped.options}: "
-                             f"{str(e).splitlines()[0]}") from None
-        flat = FlatNode(len(self.net.nodes), mapped.kind, dict(mapped.options),
-                        tuple(v.node for v in inputs), self.path, self.scopes,
-                        dict(mapped.tensors), split[0] if split else None,
-                        split[1] if split else None, shape, args)
-        want = {**args.param_shapes(in_shapes), **args.buffer_shapes(in_shapes)}
-        for tensor, tshape in want.items():
-            source = flat.tensors.get(tensor)
-            arr = self.sources.get(source) if source else None
-            if arr is None or arr.size != int(np.prod(tshape)):
-                got = "none" if arr is None else list(arr.shape)
-                raise Unmappable(f"{self.path}: {mapped.kind} needs a {tensor} of "
-                                 f"{list(tshape)}; the file has {got}")
-        self.net.nodes.append(flat)
-        self.shapes[flat.id] = shape
+        flat = self.net.add(mapped, [v.node for v in inputs],
+                            [self.shapes[v.node] for v in inputs], self.path, self.scopes,
+                            self._tensor_shape, split=split)
+        self.shapes[flat.id] = flat.shape
         return flat
+
+    def _tensor_shape(self, name: str) -> Shape | None:
+        arr = self.sources.get(name)
+        return None if arr is None else tuple(arr.shape)
 
     def _split(self, mapped: Mapped, x: _Value) -> list[_Value]:
         self.splits += 1

@@ -47,8 +47,8 @@ from netspec.backends.torch.readers import (
     behaviour_class,
     qualname,
 )
-from netspec.importer.flat import INPUT_ID, FlatNet, FlatNode, ScopeRef, Unmappable, validated
-from netspec.kinds import Shape, ShapeError, fmt_shape
+from netspec.importer.flat import INPUT_ID, FlatNet, FlatNode, ScopeRef, Unmappable
+from netspec.kinds import Shape
 
 #: modules that pass their input through unchanged
 _IDENTITY_MODULES = (nn.Identity,)
@@ -490,24 +490,19 @@ class _Interpreter:
 
     def _node_for(self, node: fx.Node, mapped: Mapped, inputs: list[_Value],
                   split: tuple[int, int] | None = None) -> FlatNode:
-        in_shapes = [self.shapes[v.node] for v in inputs]
-        try:
-            args = validated(mapped.kind, mapped.options)
-            if split is not None:
-                args = args.part(split[1])  # type: ignore[attr-defined]
-            shape = args.out_shape(in_shapes)
-        except (ShapeError, ValueError) as e:
-            raise Unmappable(f"{self.where}: {mapped.kind} {mapped.options}: "
-                             f"{str(e).splitlines()[0]}") from None
-        flat = FlatNode(len(self.net.nodes), mapped.kind, dict(mapped.options),
-                        tuple(v.node for v in inputs), self.where, self._scopes(node),
-                        dict(mapped.tensors), split[0] if split else None,
-                        split[1] if split else None, shape, args,
-                        own_path=node.op == "call_module")
-        self._check_tensors(flat, in_shapes)
-        self.net.nodes.append(flat)
-        self.shapes[flat.id] = shape
+        flat = self.net.add(mapped, [v.node for v in inputs],
+                            [self.shapes[v.node] for v in inputs], self.where,
+                            self._scopes(node), self._tensor_shape, split=split,
+                            own_path=node.op == "call_module")
+        self.shapes[flat.id] = flat.shape
         return flat
+
+    def _tensor_shape(self, name: str) -> Shape | None:
+        try:
+            value = _attr(self.root, name)
+        except AttributeError:
+            return None
+        return tuple(value.shape) if isinstance(value, torch.Tensor) else None
 
     def _split(self, node: fx.Node, mapped: Mapped, x: _Value) -> tuple[_Value, ...]:
         self.splits += 1
@@ -516,18 +511,6 @@ class _Interpreter:
             flat = self._node_for(node, mapped, [x], (self.splits, i))
             parts.append(_Value(flat.id, flat.shape))
         return tuple(parts)
-
-    def _check_tensors(self, flat: FlatNode, in_shapes: list[Shape]) -> None:
-        assert flat.args is not None
-        want = {**flat.args.param_shapes(in_shapes), **flat.args.buffer_shapes(in_shapes)}
-        for name, shape in want.items():
-            source = flat.tensors.get(name)
-            value = _attr(self.root, source) if source else None
-            if not isinstance(value, torch.Tensor) or value.numel() != _numel(shape):
-                got = "none" if value is None else fmt_shape(tuple(value.shape))
-                raise Unmappable(f"{self.where}: {flat.kind} needs a {name} of "
-                                 f"{fmt_shape(shape)}; the source has {got}")
-        flat.tensors = {n: s for n, s in flat.tensors.items() if n in want}
 
     def _outputs(self, out: Any) -> None:
         outs = list(out) if isinstance(out, list | tuple) else [out]
@@ -580,37 +563,24 @@ def _has_tracked(tree: Any) -> bool:
     return bool(_tracked(tree))
 
 
+def _leaves(tree: Any, kinds: type | tuple[type, ...]) -> list[Any]:
+    """The values of ``kinds`` in an argument tree (lists, tuples, dicts), in order."""
+    if isinstance(tree, kinds):
+        return [tree]
+    if isinstance(tree, list | tuple):
+        return [x for a in tree for x in _leaves(a, kinds)]
+    if isinstance(tree, dict):
+        return [x for a in tree.values() for x in _leaves(a, kinds)]
+    return []
+
+
 def _tracked(tree: Any) -> list[Any]:
     """The traced tensors and read parameters in an argument tree, in order."""
-    out: list[Any] = []
-
-    def walk(a: Any) -> None:
-        if isinstance(a, _Value | _Param):
-            out.append(a)
-        elif isinstance(a, list | tuple):
-            for x in a:
-                walk(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                walk(x)
-    walk(tree)
-    return out
+    return _leaves(tree, (_Value, _Param))
 
 
 def _ins(call: Call) -> list[In]:
-    out: list[In] = []
-
-    def walk(a: Any) -> None:
-        if isinstance(a, In):
-            out.append(a)
-        elif isinstance(a, list | tuple):
-            for x in a:
-                walk(x)
-        elif isinstance(a, dict):
-            for x in a.values():
-                walk(x)
-    walk((call.args, call.kwargs))
-    return out
+    return _leaves((call.args, call.kwargs), In)
 
 
 @contextmanager
