@@ -85,12 +85,16 @@ def node_counts(graph: Graph) -> list[NodeCount]:
 
 
 def count(graph: Graph) -> Counts:
-    rows = node_counts(graph)
-    params = sum(r.params for r in rows)
-    fixed = sum(r.params for r in rows if r.node.args is not None and r.node.args.fixed_params)
-    return Counts(
-        params=params,
-        trainable=params - fixed,
-        buffers=sum(r.buffers for r in rows),
-        macs=sum(r.macs for r in rows),
-    )
+    """The totals; no per-layer formula text, since a search counts thousands of variants
+    (``netspec fit``)."""
+    params = fixed = buffers = macs = 0
+    for node in graph.layers:
+        args = node.args
+        assert args is not None
+        ins = InputShapes(graph, node)
+        p = total(args.param_shapes(ins))
+        params += p
+        fixed += p if args.fixed_params else 0
+        buffers += total(args.buffer_shapes(ins))
+        macs += args.macs(ins, node.shape)
+    return Counts(params=params, trainable=params - fixed, buffers=buffers, macs=macs)

@@ -9,6 +9,7 @@ result), and division by zero is an ordinary error.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -45,7 +46,7 @@ class _Tok:
     offset: int
 
 
-def _tokenize(text: str) -> list[_Tok]:
+def _tokenize(text: str) -> tuple[_Tok, ...]:
     toks: list[_Tok] = []
     i = 0
     while i < len(text):
@@ -63,7 +64,7 @@ def _tokenize(text: str) -> list[_Tok]:
         toks.append(_Tok(kind, m.group(kind), m.start(kind)))
         i = m.end()
     toks.append(_Tok("end", "", len(text)))
-    return toks
+    return tuple(toks)
 
 
 def _checked(value: Any, offset: int) -> Any:
@@ -118,11 +119,19 @@ _BINARY: dict[str, tuple[int, Callable[[Number, Number], Number]]] = {
 }
 
 
+#: a compiled expression: its value in an environment
+Compiled = Callable[[Mapping[str, Any]], Any]
+
+
 class _Parser:
-    def __init__(self, text: str, env: Mapping[str, Any]) -> None:
+    """Parses once into closures, so that a spec resolved again with other vars (a search
+    over thousands of variants, ``netspec fit``) only evaluates. Errors that depend on
+    values (an unknown variable, a division by zero) are raised when evaluated, at the
+    offset of their token."""
+
+    def __init__(self, text: str) -> None:
         self.toks = _tokenize(text)
         self.i = 0
-        self.env = env
         self.depth = 0
 
     def peek(self) -> _Tok:
@@ -139,14 +148,14 @@ class _Parser:
             found = f"'{tok.text}'" if tok.kind != "end" else "the end"
             raise ExprError(f"expected '{text}', found {found}", tok.offset)
 
-    def parse(self) -> Any:
+    def parse(self) -> Compiled:
         value = self.binary(1)
         tok = self.peek()
         if tok.kind != "end":
             raise ExprError(f"unexpected '{tok.text}'", tok.offset)
         return value
 
-    def binary(self, min_prec: int) -> Any:
+    def binary(self, min_prec: int) -> Compiled:
         left = self.unary()
         while True:
             tok = self.peek()
@@ -156,38 +165,28 @@ class _Parser:
             if prec < min_prec:
                 return left
             self.take()
-            right = self.binary(prec + 1)
-            a = _num(left, f"'{tok.text}'", tok.offset)
-            b = _num(right, f"'{tok.text}'", tok.offset)
-            if tok.text in ("/", "//", "%") and b == 0:
-                raise ExprError("division by zero", tok.offset)
-            left = _checked(fn(a, b), tok.offset)
+            left = _binary(tok, fn, left, self.binary(prec + 1))
 
-    def unary(self) -> Any:
+    def unary(self) -> Compiled:
         tok = self.peek()
         if tok.kind == "op" and tok.text in "+-":
             self.take()
-            value = _num(self.unary(), f"unary '{tok.text}'", tok.offset)
-            return -value if tok.text == "-" else value
+            inner = self.unary()
+            what, sign = f"unary '{tok.text}'", -1 if tok.text == "-" else 1
+            return lambda env: sign * _num(inner(env), what, tok.offset)
         return self.atom()
 
-    def atom(self) -> Any:
+    def atom(self) -> Compiled:
         tok = self.take()
         if tok.kind == "num":
             text = tok.text
             if len(text) > 20:
                 raise ExprError("number literal too long", tok.offset)
             is_float = any(c in text for c in ".eE")
-            return _checked(float(text) if is_float else int(text), tok.offset)
+            literal = _checked(float(text) if is_float else int(text), tok.offset)
+            return lambda env: literal
         if tok.kind == "var":
-            name = tok.text[1:]
-            if name not in self.env:
-                from netspec.errors import did_you_mean
-
-                raise ExprError(
-                    f"unknown variable '${name}'{did_you_mean(name, self.env, '$')}", tok.offset
-                )
-            return self.env[name]
+            return _variable(tok)
         if tok.kind == "name":
             if tok.text not in FUNCTIONS:
                 hint = " (variables are written $name)" if tok.text not in ("true", "false") else ""
@@ -204,24 +203,64 @@ class _Parser:
         found = f"'{tok.text}'" if tok.kind != "end" else "the end of the expression"
         raise ExprError(f"expected a number, $variable or '(', found {found}", tok.offset)
 
-    def call(self, name: _Tok) -> Number:
+    def call(self, name: _Tok) -> Compiled:
         self.expect("(")
         self.depth += 1
         if self.depth > MAX_NESTING:
             raise ExprError("expression nested too deeply", name.offset)
-        args: list[Number] = []
+        args: list[Compiled] = []
         if self.peek().text != ")":
             while True:
-                args.append(_num(self.binary(1), f"{name.text}()", name.offset))
+                args.append(self.binary(1))
                 if self.peek().text != ",":
                     break
                 self.take()
         self.expect(")")
         self.depth -= 1
+        fn, what = FUNCTIONS[name.text], f"{name.text}()"
+
+        def run(env: Mapping[str, Any]) -> Number:
+            values = [_num(a(env), what, name.offset) for a in args]
+            try:
+                return _checked(fn(*values), name.offset)
+            except (TypeError, ValueError, OverflowError) as e:
+                raise ExprError(f"{name.text}(): {e}", name.offset) from None
+        return run
+
+
+def _binary(tok: _Tok, fn: Callable[[Number, Number], Number], left: Compiled,
+            right: Compiled) -> Compiled:
+    what, divides = f"'{tok.text}'", tok.text in ("/", "//", "%")
+
+    def run(env: Mapping[str, Any]) -> Number:
+        a = _num(left(env), what, tok.offset)
+        b = _num(right(env), what, tok.offset)
+        if divides and b == 0:
+            raise ExprError("division by zero", tok.offset)
+        return _checked(fn(a, b), tok.offset)
+    return run
+
+
+def _variable(tok: _Tok) -> Compiled:
+    name = tok.text[1:]
+
+    def run(env: Mapping[str, Any]) -> Any:
         try:
-            return _checked(FUNCTIONS[name.text](*args), name.offset)
-        except (TypeError, ValueError, OverflowError) as e:
-            raise ExprError(f"{name.text}(): {e}", name.offset) from None
+            return env[name]
+        except KeyError:
+            from netspec.errors import did_you_mean
+
+            raise ExprError(f"unknown variable '${name}'{did_you_mean(name, env, '$')}",
+                            tok.offset) from None
+    return run
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_expression(text: str) -> Compiled:
+    """``text`` parsed once (cached: a spec's expressions are few and read many times)."""
+    if len(text) > MAX_EXPR_CHARS:
+        raise ExprError(f"expression longer than {MAX_EXPR_CHARS} characters")
+    return _Parser(text).parse()
 
 
 def is_expression(value: Any) -> bool:
@@ -231,6 +270,4 @@ def is_expression(value: Any) -> bool:
 
 def evaluate(text: str, env: Mapping[str, Any]) -> Any:
     """Evaluate one expression. ``$name`` alone returns the variable's value of any type."""
-    if len(text) > MAX_EXPR_CHARS:
-        raise ExprError(f"expression longer than {MAX_EXPR_CHARS} characters")
-    return _Parser(text, env).parse()
+    return compile_expression(text)(env)
