@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from netspec.errors import SpecErrors
+from netspec.fit import spec_domains
 from netspec.graph import Graph
 from netspec.lint import check_defaults, lint_layers
 from netspec.resolve import Resolver
@@ -15,7 +16,7 @@ from netspec.yaml_loader import Document, load_file, load_text
 
 def resolve_document(doc: Document, overrides: dict[str, Any] | None = None) -> Graph:
     spec = validate_top_level(doc)
-    problems = check_defaults(doc, spec) + lint_layers(doc, spec)
+    problems = check_defaults(doc, spec) + lint_layers(doc, spec) + spec_domains(doc, spec)[1]
     if problems:
         raise SpecErrors(problems)
     return Resolver(doc, spec, dict(overrides or {})).graph()

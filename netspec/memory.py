@@ -152,7 +152,7 @@ def step_memory(graph: Graph, batch: int, optimizer: str = "adamw",
     )
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     """Bytes in the unit that shows them: 896 B, 24.1 kB, 177.5 MB, 6.4 GB."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
@@ -173,8 +173,8 @@ def memory_lines(m: StepMemory) -> list[str]:
     ]
     lines = [f"memory at batch {m.batch} (estimate; allocator overhead and workspaces "
              "not counted)", f"training step ({m.optimizer}, {m.precision}):"]
-    lines += [f"  {name:<16}{_size(n):>14}   {note}" for name, n, note in filter(None, rows)]
-    lines.append(f"  {'total':<16}{_size(m.training_total):>14}")
-    lines.append(f"inference: activations at peak {_size(m.inference_peak)}, with the weights "
-                 f"{_size(m.inference_total)}")
+    lines += [f"  {name:<16}{size_text(n):>14}   {note}" for name, n, note in filter(None, rows)]
+    lines.append(f"  {'total':<16}{size_text(m.training_total):>14}")
+    lines.append(f"inference: activations at peak {size_text(m.inference_peak)}, with the weights "
+                 f"{size_text(m.inference_total)}")
     return lines

@@ -34,6 +34,22 @@ class BlockDef(BaseModel):
 
 
 
+Number = int | float
+
+
+class FitRange(BaseModel):
+    """The values ``netspec fit`` may give one var: a list, or a range from ``min`` to
+    ``max`` in steps of ``step`` (from ``min``) or on the multiples of ``multiple``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: Annotated[list[Number], Field(min_length=1)] | None = None
+    min: Number | None = None
+    max: Number | None = None
+    step: Number | None = Field(default=None, gt=0)
+    multiple: int | None = Field(default=None, gt=0)
+
+
 class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -56,6 +72,10 @@ class SpecModel(BaseModel):
     vars: dict[str, VarValue] = Field(default_factory=dict)
     defaults: dict[str, dict[str, Any]] = Field(default_factory=dict)
     blocks: dict[str, BlockDef] = Field(default_factory=dict)
+    fit: dict[str, FitRange] = Field(
+        default_factory=dict,
+        description="for netspec fit: the values each var may take (var name → range)",
+    )
     layers: Annotated[list[Any], Field(min_length=1)]
 
 
@@ -140,6 +160,8 @@ def errors_from_pydantic(
 def _known_keys(loc: tuple[Any, ...], fields: Mapping[str, Any] | None) -> list[str]:
     if fields is SpecModel.model_fields and len(loc) == 3 and loc[0] == "blocks":
         return list(BlockDef.model_fields)
+    if fields is SpecModel.model_fields and len(loc) == 3 and loc[0] == "fit":
+        return list(FitRange.model_fields)
     return list(fields or {})
 
 

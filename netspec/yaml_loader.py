@@ -67,6 +67,9 @@ class Document:
     data: Any
     value_pos: dict[Path, Pos] = field(default_factory=dict)
     key_pos: dict[Path, Pos] = field(default_factory=dict)
+    #: where each value's text starts and ends (character offsets into ``text``): what
+    #: ``netspec fit -o`` replaces when it writes a var's new value
+    spans: dict[Path, tuple[int, int]] = field(default_factory=dict)
 
     def pos(self, path: Path) -> Pos:
         """Position of the value at ``path``, or of its nearest positioned ancestor."""
@@ -350,6 +353,7 @@ class _Walker:
         if depth > MAX_DEPTH:
             raise SpecError(f"nested deeper than {MAX_DEPTH} levels", where)
         self.doc.value_pos.setdefault(path, where)
+        self.doc.spans.setdefault(path, (node.start_mark.index, node.end_mark.index))
         if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in (
                 "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"):
             raise SpecError(f"YAML tag '{node.tag}' is not allowed in a {self.what}", where)

@@ -624,7 +624,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 #: the commands docs/architecture.md says load no torch/onnx (tests/test_doc_lists.py
 #: checks the two lists agree), each run here in a fresh process
-TORCH_FREE_COMMANDS = ("validate", "params", "schema", "graph", "diff")
+TORCH_FREE_COMMANDS = ("validate", "params", "schema", "graph", "diff", "fit")
 
 
 @pytest.mark.parametrize("args", [
@@ -635,6 +635,7 @@ TORCH_FREE_COMMANDS = ("validate", "params", "schema", "graph", "diff")
     ("schema",),
     ("graph", "specs/resnet18.yaml", "-o", "{tmp}/r.dot"),
     ("diff", "specs/resnet18.yaml", "--set-a", "width=64"),
+    ("fit", "specs/resnet50.yaml", "--vary", "width", "--params", "10M"),
 ])
 def test_torch_free_commands_never_import_torch_or_onnx(args: tuple[str, ...],
                                                          tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from netspec.commands import (
     calibrate,
     diff,
     export,
+    fit,
     graph,
     importer,
     params,
@@ -33,4 +34,5 @@ COMMANDS: dict[str, ModuleType] = {
     "calibrate": calibrate,
     "weights": weights,
     "import": importer,
+    "fit": fit,
 }
