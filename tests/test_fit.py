@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -351,3 +352,23 @@ def test_a_bad_fit_section_is_positioned(tmp_path: Path) -> None:
     assert f"{bad}:8:3: fit: 'grups' is not a var (did you mean 'groups'?)" in lines[0]
     assert any(line.startswith(f"{bad}:9:12: fit: classes: needs values, or min and max")
                for line in lines), lines
+
+
+def test_the_tutorial_shows_what_fit_prints(tmp_path: Path) -> None:
+    """docs/tutorial.md, section 10: each `netspec fit` shown prints what the page shows
+    (timings aside), so the page cannot drift from the command."""
+    tutorial = (ROOT / "docs" / "tutorial.md").read_text()
+    section = tutorial.split("## 10. Fit a network to a budget", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```console\n\$ (netspec fit .*?)\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    for command, shown in blocks:
+        args = command.replace("../specs/", f"{SPECS}/").split()[1:]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run([sys.executable, "-m", "netspec", *args], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert _untimed(proc.stdout) == _untimed(shown), command
+
+
+def _untimed(text: str) -> str:
+    return re.sub(r"counted in [\d.]+ s", "counted in … s", text).strip()
