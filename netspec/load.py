@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from netspec.errors import SpecErrors
-from netspec.fit import spec_domains
+from netspec.fit_ranges import spec_domains
 from netspec.graph import Graph
 from netspec.lint import check_defaults, lint_layers
 from netspec.resolve import Resolver

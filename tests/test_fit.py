@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import netspec
 from netspec.cli import main
-from netspec.fit import MAX_VALUES, domain_values
+from netspec.fit_ranges import MAX_VALUES, domain_values
 from netspec.memory import step_memory
 from netspec.spec import FitRange
 

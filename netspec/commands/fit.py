@@ -21,20 +21,17 @@ from netspec.fit import (
     MAX_VARIANTS,
     Budget,
     Counter,
-    Domain,
     MemoryAt,
     Search,
     Variant,
     compound,
-    domain_values,
     family,
     grid,
     grid_size,
-    parse_vary,
     search,
-    spec_domains,
     written_vars,
 )
+from netspec.fit_ranges import Domain, domain_values, parse_vary, spec_domains
 from netspec.io import atomic_write, check_writable
 from netspec.load import load_text, resolve_document
 from netspec.memory import OPTIMIZER_STATES, size_text
