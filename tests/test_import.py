@@ -287,6 +287,39 @@ def test_netspecs_own_export_reads_back_at_any_opset(tmp_path: Path, opset: int)
     assert g.params().params == _onnx_param_count(path)
 
 
+SOFTPLUS = """netspec: 1
+name: sp
+input: [3, 8, 8]
+layers:
+  - conv: {out: 4, k: 3}
+  - softplus
+  - conv: {out: 4, k: 3}
+  - softplus: {beta: 2.0, threshold: 3.0}
+  - flatten
+  - softplus: 0.5
+  - linear: {out: 5}
+"""
+
+
+def test_softplus_comes_back_from_onnx_and_from_torch(tmp_path: Path) -> None:
+    """ONNX has no β or threshold on Softplus: netspec's export writes them out, and
+    import reads them back; from torch, nn.Softplus's own attributes."""
+    spec = tmp_path / "sp.yaml"
+    spec.write_text(SOFTPLUS)
+    r = _netspec("export", str(spec), "-o", str(tmp_path / "sp.onnx"), "--no-verify")
+    assert r.returncode == 0, r.stderr
+    r = _netspec("import", str(tmp_path / "sp.onnx"), "-o", str(tmp_path / "back.yaml"))
+    assert r.returncode == 0, r.stderr
+    kinds = [(n.op, n.args.beta, n.args.threshold) for n in netspec.load(tmp_path / "back.yaml")
+             if n.op == "softplus"]
+    assert kinds == [("softplus", 1.0, 20.0), ("softplus", 2.0, 3.0), ("softplus", 0.5, 20.0)]
+    module = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softplus(), nn.Conv2d(4, 4, 3),
+                           nn.Softplus(2, 3), nn.Flatten(), nn.Softplus(0.5), nn.Linear(64, 5))
+    imported = _import(module.eval(), "sp", (3, 8, 8))
+    assert "softplus: {beta: 2.0, threshold: 3.0}" in imported.text
+    assert "softplus: 0.5" in imported.text or "softplus: {beta: 0.5}" in imported.text
+
+
 def _onnx_param_count(path: Path) -> int:
     """Every float initializer of more than one value that a layer reads as a weight
     (Conv, Gemm, PRelu inputs after the first), each use counted."""

@@ -17,6 +17,15 @@ def test_every_op_has_exactly_one_torch_entry() -> None:
     assert set(MODULES) | set(FUNCTIONS) == set(OPS)
 
 
+def test_every_op_has_a_reference_in_the_property_tests() -> None:
+    """The property tests' oracle (tests/test_properties.py) is keyed by op, so a new
+    kind without its torch reference fails here, not silently there."""
+    from test_properties import REFERENCES, WHOLE_SPEC_ONLY
+
+    assert not set(REFERENCES) & WHOLE_SPEC_ONLY
+    assert set(REFERENCES) | WHOLE_SPEC_ONLY == set(OPS)
+
+
 def test_every_op_has_an_onnx_emitter() -> None:
     assert set(EMITTERS) == set(OPS)
 

@@ -169,6 +169,9 @@ OP_CASES: dict[str, tuple[str, str]] = {
               "- silu\n- linear: {out: 4}", "[12]"),
     "hard_activations": ("- hardswish\n- conv: {out: 4, k: 1}\n- hardsigmoid\n- mish\n"
                          "- elu\n- elu: 0.3\n- softmax", "[4, 5, 5]"),
+    # β·x crosses the threshold (3) on the test's normal inputs: both sides are checked
+    "softplus": ("- softplus\n- softplus: {beta: 2, threshold: 3}\n- flatten\n- softplus: 0.5",
+                 "[3, 4, 4]"),
     "prelu": ("- prelu\n- prelu: {per_channel: true, init: 0.1}\n- flatten\n"
               "- prelu: {per_channel: true}\n- softmax", "[3, 4, 4]"),
     "mul": ("- conv: {out: 4, k: 1, as: a}\n- global_avgpool\n- sigmoid\n- mul: [a]\n"

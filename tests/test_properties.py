@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from math import prod
 from typing import Any
 
@@ -22,6 +23,9 @@ from strategies import SingleLayer, single_layer_specs, spec_texts
 from torch import nn
 
 import netspec
+from netspec.entries import op_class
+
+Shape = tuple[int, ...]
 
 #: NETSPEC_EXAMPLES=2000 for a longer hunt; the defaults keep the file under a minute
 EXAMPLES = int(os.environ.get("NETSPEC_EXAMPLES", "80"))
@@ -63,101 +67,112 @@ class RMSOverAll(nn.Module):
         return y if self.weight is None else y * self.weight.view(-1, 1, 1)
 
 
+def _conv(o: dict[str, Any], shape: Shape) -> nn.Module:
+    k, dil = _p(o["k"]), _p(o.get("dilation", 1))
+    pad = o["pad"] if "pad" in o else (dil[0] * (k[0] - 1) // 2, dil[1] * (k[1] - 1) // 2)
+    return nn.Conv2d(shape[0], o["out"], k, stride=_t(o.get("stride", 1)), padding=_t(pad),
+                     dilation=dil, groups=o.get("groups", 1), bias=o.get("bias", True))
+
+
+def _conv_transpose(o: dict[str, Any], shape: Shape) -> nn.Module:
+    return nn.ConvTranspose2d(shape[0], o["out"], _t(o["k"]), stride=_t(o.get("stride", 1)),
+                              padding=_t(o.get("pad", 0)),
+                              output_padding=_t(o.get("output_pad", 0)),
+                              groups=o.get("groups", 1), bias=o.get("bias", True),
+                              dilation=_t(o.get("dilation", 1)))
+
+
+def _batchnorm(o: dict[str, Any], shape: Shape) -> nn.Module:
+    cls = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
+    return cls(shape[0], momentum=o.get("momentum", 0.1), affine=o.get("affine", True))
+
+
+def _layernorm(o: dict[str, Any], shape: Shape) -> nn.Module:
+    c, affine = shape[0], o.get("affine", True)
+    mode = {True: "channel", False: "none"}.get(affine, affine)
+    if len(shape) == 3 and o.get("over") == "channels":  # ConvNeXt's LayerNorm2d
+        return ChannelsLast(nn.LayerNorm(c, elementwise_affine=mode != "none"))
+    if len(shape) == 1:
+        return nn.LayerNorm(c, elementwise_affine=mode != "none")
+    if mode == "channel":
+        return nn.GroupNorm(1, c)
+    return nn.LayerNorm(list(shape), elementwise_affine=mode == "element")
+
+
+def _rmsnorm(o: dict[str, Any], shape: Shape) -> nn.Module:
+    c, affine = shape[0], o.get("affine", True)
+    if len(shape) == 1:
+        return nn.RMSNorm(c, elementwise_affine=affine)
+    if o.get("over", "channels") == "channels":
+        return ChannelsLast(nn.RMSNorm(c, elementwise_affine=affine))
+    return RMSOverAll(c, affine)
+
+
+def _dropout(o: dict[str, Any], shape: Shape) -> nn.Module:
+    p = o["drop"] if "drop" in o else 1 - o["keep"]
+    return nn.Dropout2d(p) if o.get("kind") == "channel" else nn.Dropout(p)
+
+
+def _window(o: dict[str, Any]) -> dict[str, Any]:
+    return {"kernel_size": _t(o["k"]), "stride": _t(o.get("stride")),
+            "padding": _t(o.get("pad", 0)), "ceil_mode": o.get("ceil", False)}
+
+
+Reference = Callable[[dict[str, Any], Shape], nn.Module]
+
+#: the torch module each op means, from a layer's options (as the spec gave them) and its
+#: input shape, with the documented defaults written here — one entry per op, keyed as
+#: the registry keys kinds (tests/test_kinds_registry.py checks none is missing)
+REFERENCES: dict[str, Reference] = {
+    "conv": _conv,
+    "conv_transpose": _conv_transpose,
+    "linear": lambda o, s: nn.Linear(s[0], o["out"], bias=o.get("bias", True)),
+    "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+    "instancenorm": lambda o, s: nn.InstanceNorm2d(s[0], affine=o.get("affine", True)),
+    "groupnorm": lambda o, s: nn.GroupNorm(o["groups"], s[0], affine=o.get("affine", True)),
+    "rmsnorm": _rmsnorm,
+    "dropout": _dropout,
+    "drop_path": lambda o, s: nn.Identity(),  # stochastic depth is the identity at inference
+    "relu": lambda o, s: nn.ReLU(),
+    "relu6": lambda o, s: nn.ReLU6(),
+    "gelu": lambda o, s: nn.GELU(approximate=o.get("approximate", "none")),
+    "silu": lambda o, s: nn.SiLU(),
+    "sigmoid": lambda o, s: nn.Sigmoid(),
+    "tanh": lambda o, s: nn.Tanh(),
+    "leaky_relu": lambda o, s: nn.LeakyReLU(o.get("slope", 0.01)),
+    "hardswish": lambda o, s: nn.Hardswish(),
+    "hardsigmoid": lambda o, s: nn.Hardsigmoid(),
+    "mish": lambda o, s: nn.Mish(),
+    "elu": lambda o, s: nn.ELU(o.get("alpha", 1.0)),
+    "softplus": lambda o, s: nn.Softplus(o.get("beta", 1.0), o.get("threshold", 20.0)),
+    "softmax": lambda o, s: nn.Softmax(dim=1),
+    "prelu": lambda o, s: nn.PReLU(s[0] if o.get("per_channel") else 1,
+                                   init=o.get("init", 0.25)),
+    "maxpool": lambda o, s: nn.MaxPool2d(dilation=_t(o.get("dilation", 1)), **_window(o)),
+    "avgpool": lambda o, s: nn.AvgPool2d(count_include_pad=o.get("count_pad", True),
+                                         **_window(o)),
+    "adaptive_avgpool": lambda o, s: nn.AdaptiveAvgPool2d(_t(o["size"])),
+    "global_avgpool": lambda o, s: nn.AdaptiveAvgPool2d(1),
+    "flatten": lambda o, s: nn.Flatten(),
+    "upsample": lambda o, s: nn.Upsample(scale_factor=float(o["scale"]),
+                                         mode=o.get("mode", "nearest")),
+    "shuffle": lambda o, s: nn.ChannelShuffle(o["groups"]),
+    # torchvision ConvNeXt: γ of shape [C, 1, 1]
+    "layer_scale": lambda o, s: LayerScaleRef(s[0], len(s), o.get("init", 1e-6)),
+    "dfl": lambda o, s: DFLRef(o.get("bins", 16)),
+}
+
+#: ops that read several named tensors (merges) or make several nodes (split): no single
+#: layer means them; the whole-spec test checks them against the torch backend's ShapeProp
+WHOLE_SPEC_ONLY = frozenset({"add", "concat", "mul", "split"})
+
+
 def reference_module(layer: SingleLayer) -> nn.Module:
-    """The torch module a layer means, from its options and the documented defaults."""
-    o, shape, kind = layer.options, layer.input_shape, layer.kind
-    c = shape[0]
-    if kind == "conv":
-        k, dil = _p(o["k"]), _p(o.get("dilation", 1))
-        pad = o["pad"] if "pad" in o else (dil[0] * (k[0] - 1) // 2, dil[1] * (k[1] - 1) // 2)
-        return nn.Conv2d(c, o["out"], k, stride=_t(o.get("stride", 1)), padding=_t(pad),
-                         dilation=dil, groups=o.get("groups", 1), bias=o.get("bias", True))
-    if kind == "conv_transpose":
-        return nn.ConvTranspose2d(c, o["out"], _t(o["k"]), stride=_t(o.get("stride", 1)),
-                                  padding=_t(o.get("pad", 0)),
-                                  output_padding=_t(o.get("output_pad", 0)),
-                                  groups=o.get("groups", 1), bias=o.get("bias", True),
-                                  dilation=_t(o.get("dilation", 1)))
-    if kind == "linear":
-        return nn.Linear(c, o["out"], bias=o.get("bias", True))
-    if kind == "norm":
-        nk, affine = o["kind"], o.get("affine", True)
-        if nk == "batch":
-            cls = nn.BatchNorm1d if len(shape) == 1 else nn.BatchNorm2d
-            return cls(c, momentum=o.get("momentum", 0.1), affine=affine)
-        if nk == "layer":
-            mode = {True: "channel", False: "none"}.get(affine, affine)
-            if len(shape) == 3 and o.get("over") == "channels":  # ConvNeXt's LayerNorm2d
-                return ChannelsLast(nn.LayerNorm(c, elementwise_affine=mode != "none"))
-            if len(shape) == 1:
-                return nn.LayerNorm(c, elementwise_affine=mode != "none")
-            if mode == "channel":
-                return nn.GroupNorm(1, c)
-            return nn.LayerNorm(list(shape), elementwise_affine=mode == "element")
-        if nk == "instance":
-            return nn.InstanceNorm2d(c, affine=affine)
-        if nk == "group":
-            return nn.GroupNorm(o["groups"], c, affine=affine)
-        if nk == "rms":
-            if len(shape) == 1:
-                return nn.RMSNorm(c, elementwise_affine=affine)
-            if o.get("over", "channels") == "channels":
-                return ChannelsLast(nn.RMSNorm(c, elementwise_affine=affine))
-            return RMSOverAll(c, affine)
-        raise AssertionError(nk)
-    if kind == "dropout":
-        p = o["drop"] if "drop" in o else 1 - o["keep"]
-        return nn.Dropout2d(p) if o.get("kind") == "channel" else nn.Dropout(p)
-    if kind == "relu":
-        return nn.ReLU()
-    if kind == "relu6":
-        return nn.ReLU6()
-    if kind == "gelu":
-        return nn.GELU(approximate=o.get("approximate", "none"))
-    if kind == "silu":
-        return nn.SiLU()
-    if kind == "sigmoid":
-        return nn.Sigmoid()
-    if kind == "tanh":
-        return nn.Tanh()
-    if kind == "leaky_relu":
-        return nn.LeakyReLU(o.get("slope", 0.01))
-    if kind == "maxpool":
-        return nn.MaxPool2d(_t(o["k"]), stride=_t(o.get("stride")), padding=_t(o.get("pad", 0)),
-                            dilation=_t(o.get("dilation", 1)), ceil_mode=o.get("ceil", False))
-    if kind == "avgpool":
-        return nn.AvgPool2d(_t(o["k"]), stride=_t(o.get("stride")), padding=_t(o.get("pad", 0)),
-                            ceil_mode=o.get("ceil", False),
-                            count_include_pad=o.get("count_pad", True))
-    if kind == "adaptive_avgpool":
-        return nn.AdaptiveAvgPool2d(_t(o["size"]))
-    if kind == "global_avgpool":
-        return nn.AdaptiveAvgPool2d(1)
-    if kind == "flatten":
-        return nn.Flatten()
-    if kind == "upsample":
-        return nn.Upsample(scale_factor=float(o["scale"]), mode=o.get("mode", "nearest"))
-    if kind == "hardswish":
-        return nn.Hardswish()
-    if kind == "hardsigmoid":
-        return nn.Hardsigmoid()
-    if kind == "mish":
-        return nn.Mish()
-    if kind == "elu":
-        return nn.ELU(o.get("alpha", 1.0))
-    if kind == "softmax":
-        return nn.Softmax(dim=1)
-    if kind == "prelu":
-        return nn.PReLU(c if o.get("per_channel") else 1, init=o.get("init", 0.25))
-    if kind == "shuffle":
-        return nn.ChannelShuffle(o["groups"])
-    if kind == "layer_scale":  # torchvision ConvNeXt: γ of shape [C, 1, 1]
-        return LayerScaleRef(c, len(shape), o.get("init", 1e-6))
-    if kind == "drop_path":  # stochastic depth is the identity at inference
-        return nn.Identity()
-    if kind == "dfl":
-        return DFLRef(o.get("bins", 16))
-    raise AssertionError(f"no reference module for kind {kind!r}: add one here")
+    """The torch module a layer means (REFERENCES, by the layer's op)."""
+    cls = op_class(layer.kind, layer.options)
+    assert cls is not None, layer.kind
+    return REFERENCES[cls.op](layer.options, layer.input_shape)
 
 
 class DFLRef(nn.Module):

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from netspec.kinds import FAMILIES
+
 #: x where the activations are told apart: both sides of 0, past relu6's 6, near 0
 SAMPLES = np.concatenate([np.linspace(-9.0, 9.0, 181), [-1e-3, 1e-3, 0.5, -0.5]])
 
@@ -26,6 +28,10 @@ _erf = np.vectorize(math.erf)
 
 def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
+
+
+def _softplus_of(beta: float, threshold: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: np.where(beta * x > threshold, x, _softplus(beta * x) / beta)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -53,6 +59,7 @@ DEFINITIONS: dict[str, Callable[[dict[str, Any]], Callable[[np.ndarray], np.ndar
     "mish": lambda o: lambda x: x * np.tanh(_softplus(x)),
     "elu": lambda o: lambda x: np.where(x > 0, x, o.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
     "leaky_relu": lambda o: lambda x: np.where(x > 0, x, o.get("slope", 0.01) * x),
+    "softplus": lambda o: _softplus_of(o.get("beta", 1.0), o.get("threshold", 20.0)),
 }
 
 #: the option sets tried for each kind when nothing names them (parameters come from a
@@ -60,7 +67,7 @@ DEFINITIONS: dict[str, Callable[[dict[str, Any]], Callable[[np.ndarray], np.ndar
 CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("relu", {}), ("relu6", {}), ("sigmoid", {}), ("tanh", {}), ("silu", {}), ("gelu", {}),
     ("gelu", {"approximate": "tanh"}), ("hardsigmoid", {}), ("hardswish", {}), ("mish", {}),
-    ("elu", {}), ("leaky_relu", {}),
+    ("elu", {}), ("leaky_relu", {}), ("softplus", {}),
 )
 
 
@@ -103,6 +110,8 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "Mul": lambda a, x, y: x * y,
     "Div": lambda a, x, y: x / y,
     "Pow": lambda a, x, y: np.power(x, y),
+    "Greater": lambda a, x, y: x > y,
+    "Where": lambda a, c, x, y: np.where(c, x, y),
 }
 
 
@@ -123,7 +132,28 @@ def _single_options(e: Expr) -> dict[str, dict[str, Any]]:
         return {"elu": {"alpha": float(e.attrs.get("alpha", 1.0))}}
     if e.op == "Gelu" and e.attrs.get("approximate", "none") != "none":
         return {"gelu": {"approximate": e.attrs["approximate"]}}
-    return {}
+    return _softplus_options(e)
+
+
+def _softplus_options(e: Expr) -> dict[str, dict[str, Any]]:
+    """β and the threshold of torch's softplus written out as ONNX must write it:
+    Where(Greater(β·x, threshold), x, Softplus(β·x) / β), β·x being x itself at β = 1."""
+    if e.op != "Where" or len(e.args) != 3 or e.args[1] is not None:
+        return {}
+    cond = e.args[0]
+    if not (isinstance(cond, Expr) and cond.op == "Greater" and len(cond.args) == 2
+            and isinstance(cond.args[1], float)):
+        return {}
+    scaled = cond.args[0]
+    if scaled is None:
+        beta = 1.0
+    elif (isinstance(scaled, Expr) and scaled.op == "Mul" and len(scaled.args) == 2
+          and scaled.args[0] is None and isinstance(scaled.args[1], float)
+          and scaled.args[1] > 0):
+        beta = scaled.args[1]
+    else:
+        return {}
+    return {"softplus": {"beta": beta, "threshold": cond.args[1]}}
 
 
 def recognise(e: Expr) -> tuple[str, dict[str, Any]] | None:
@@ -134,8 +164,8 @@ def recognise(e: Expr) -> tuple[str, dict[str, Any]] | None:
         want = DEFINITIONS[kind](options)(SAMPLES)
         if np.allclose(got, want, rtol=1e-5, atol=1e-6):
             # a default written out is left to the kind (slope 0.01, alpha 1)
-            return kind, {k: v for k, v in options.items()
-                          if not (k == "slope" and v == 0.01) and not (k == "alpha" and v == 1.0)}
+            defaults = FAMILIES[kind][None].model_fields
+            return kind, {k: v for k, v in options.items() if v != defaults[k].default}
     return None
 
 

@@ -97,6 +97,19 @@ class ELU(LayerArgs):
     alpha: Float = Field(default=1.0, gt=0)
 
 
+class Softplus(LayerArgs):
+    """log(1 + exp(β·x)) / β, a smooth ReLU; where β·x is above ``threshold`` it is x
+    itself, as torch computes it (exp would overflow, and the two agree there)."""
+
+    op = "softplus"
+    auto_name = "softplus"
+    shorthand = "beta"
+    samples = ({}, {"beta": 2.0, "threshold": 3.0})
+
+    beta: Float = Field(default=1.0, gt=0)
+    threshold: Float = 20.0
+
+
 class Softmax(LayerArgs):
     """exp / Σ exp over the channels (features), at each position of a [C, H, W] input."""
 

@@ -333,6 +333,26 @@ def elu(b: Builder, node: Node) -> None:
     b.op("Elu", b.inputs(node), b.out(node), node.name, alpha=float(_args(node).alpha))
 
 
+def softplus(b: Builder, node: Node) -> None:
+    """torch's: x where β·x > threshold, else Softplus(β·x) / β. ONNX's Softplus has no β
+    and no threshold, so both are written out: exact on either side of the threshold."""
+    a = _args(node)
+    (x,) = b.inputs(node)
+
+    def c(key: str, v: float) -> str:
+        return b.const(f"{node.name}/{key}", v)
+
+    def step(key: str, op_type: str, ins: list[str]) -> str:
+        return b.op(op_type, ins, f"{node.name}/{key}", f"{node.name}/{key}")
+
+    scaled = x if a.beta == 1 else step("scaled", "Mul", [x, c("beta", a.beta)])
+    soft = step("softplus", "Softplus", [scaled])
+    if a.beta != 1:
+        soft = step("divided", "Div", [soft, c("beta_", a.beta)])
+    above = step("above", "Greater", [scaled, c("threshold", a.threshold)])
+    b.op("Where", [above, x, soft], b.out(node), node.name)
+
+
 def prelu(b: Builder, node: Node) -> None:
     # the slopes broadcast over [N, C, H, W] as [C, 1, 1] (or [1]), over [N, F] as [F]
     name = f"{node.name}.weight"
@@ -531,6 +551,7 @@ EMITTERS: dict[str, Emitter] = {
     "hardsigmoid": hardsigmoid,
     "mish": mish,
     "elu": elu,
+    "softplus": softplus,
     "softmax": softmax,
     "prelu": prelu,
     "shuffle": shuffle,

@@ -464,6 +464,7 @@ READERS: dict[str, OnnxReader] = {
     "hardsigmoid": _elementwise("hardsigmoid"),
     "mish": _elementwise("mish"),
     "elu": _elementwise("elu"),
+    "softplus": _elementwise("softplus"),
     "softmax": OnnxReader(("Softmax",), read_softmax),
     "prelu": OnnxReader(("PRelu",), read_prelu),
     "shuffle": OnnxReader(movement=movement.shuffle),

@@ -211,6 +211,7 @@ MODULES: dict[str, ModuleFactory] = {
     "hardsigmoid": lambda a, ins: nn.Hardsigmoid(),
     "mish": lambda a, ins: nn.Mish(),
     "elu": lambda a, ins: nn.ELU(a.alpha),
+    "softplus": lambda a, ins: nn.Softplus(a.beta, a.threshold),
     "softmax": lambda a, ins: nn.Softmax(dim=1),
     "prelu": lambda a, ins: nn.PReLU(ins[0][0] if a.per_channel else 1, init=a.init),
     "shuffle": lambda a, ins: nn.ChannelShuffle(a.groups),

@@ -489,6 +489,14 @@ def _alpha(call: Call) -> dict[str, Any]:
     return {} if alpha == 1.0 else {"alpha": float(alpha)}
 
 
+def _beta_threshold(call: Call) -> dict[str, Any]:
+    m = call.module
+    beta = m.beta if m else call.arg(1, "beta", 1.0)
+    threshold = m.threshold if m else call.arg(2, "threshold", 20.0)
+    return ({} if beta == 1.0 else {"beta": float(beta)}) | \
+        ({} if threshold == 20.0 else {"threshold": float(threshold)})
+
+
 def _approximate(call: Call) -> dict[str, Any]:
     a = call.module.approximate if call.module else call.arg(1, "approximate", "none")
     return {} if a == "none" else {"approximate": a}
@@ -785,6 +793,8 @@ READERS: dict[str, Reader] = {
                    read=_elementwise("mish")),
     "elu": Reader(modules=(qualname(nn.ELU),), functions=(F.elu,),
                   read=_elementwise("elu", _alpha)),
+    "softplus": Reader(modules=(qualname(nn.Softplus),), functions=(F.softplus,),
+                       read=_elementwise("softplus", _beta_threshold)),
     "softmax": Reader(modules=(qualname(nn.Softmax),), functions=(F.softmax, torch.softmax),
                       methods=("softmax",), read=read_softmax),
     "prelu": Reader(modules=(qualname(nn.PReLU),), read=read_prelu),
