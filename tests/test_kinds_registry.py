@@ -26,6 +26,20 @@ def test_every_op_has_a_reference_in_the_property_tests() -> None:
     assert set(REFERENCES) | WHOLE_SPEC_ONLY == set(OPS)
 
 
+def test_every_opset_boundary_is_named_in_opset_py() -> None:
+    """The emitters choose a form by comparing the opset with names from opset.py (where
+    each boundary says why), never with a bare number."""
+    import re
+    from pathlib import Path
+
+    import netspec.backends.onnx as onnx_backend
+
+    folder = Path(onnx_backend.__file__).parent
+    for path in folder.glob("*.py"):
+        bare = re.findall(r"opset\s*(?:>=|<=|<|>|==)\s*\d+", path.read_text())
+        assert not bare or path.name == "opset.py", (path.name, bare)
+
+
 def test_every_op_has_an_onnx_emitter() -> None:
     assert set(EMITTERS) == set(OPS)
 

@@ -487,7 +487,8 @@ def dfl(b: Builder, node: Node) -> None:
     axes = [2]
     reduce: tuple[str, list[str], dict[str, Any]] = (
         ("ReduceSum", ["_", b.const(f"{node.name}/axes", axes, np.int64)], {"keepdims": 0})
-        if b.opset >= 13 else ("ReduceSum", ["_"], {"axes": axes, "keepdims": 0}))
+        if b.opset >= ops.REDUCESUM_AXES_INPUT_OPSET
+        else ("ReduceSum", ["_"], {"axes": axes, "keepdims": 0}))
     # before opset 13 Softmax flattens every axis from ``axis`` on: the bins go last
     softmax: list[tuple[str, list[str], dict[str, Any]]] = (
         [("Softmax", ["_"], {"axis": 2})] if b.opset >= ops.SOFTMAX_ONE_AXIS_OPSET else

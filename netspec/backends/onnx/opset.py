@@ -70,6 +70,8 @@ GROUPNORM_OPSET = 21
 RMSNORM_OPSET = 23
 #: ReduceMean's axes moved from an attribute to an input
 REDUCE_AXES_INPUT_OPSET = 18
+#: ReduceSum's axes moved from an attribute to an input (five opsets before ReduceMean's)
+REDUCESUM_AXES_INPUT_OPSET = 13
 #: Split's sizes moved from an attribute to an input
 SPLIT_SIZES_INPUT_OPSET = 13
 #: Softmax normalises one axis (before: every axis from ``axis`` on, flattened)
@@ -82,8 +84,9 @@ LAYERNORM_OPSET = 17
 PER_CHANNEL_QUANT_OPSET = 13
 #: every opset boundary above: the tests export every op on each side of each one
 BOUNDARIES = sorted({GELU_OPSET, MISH_OPSET, GROUPNORM_OPSET, RMSNORM_OPSET,
-                     REDUCE_AXES_INPUT_OPSET, SPLIT_SIZES_INPUT_OPSET,
-                     SOFTMAX_ONE_AXIS_OPSET, HARDSWISH_OPSET, LAYERNORM_OPSET})
+                     REDUCE_AXES_INPUT_OPSET, REDUCESUM_AXES_INPUT_OPSET,
+                     SPLIT_SIZES_INPUT_OPSET, SOFTMAX_ONE_AXIS_OPSET, HARDSWISH_OPSET,
+                     RESIZE_ROI_OPTIONAL_OPSET, LAYERNORM_OPSET})
 
 
 def check_opset(opset: int) -> int:
