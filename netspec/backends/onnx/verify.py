@@ -52,7 +52,7 @@ def initial_weights(graph: Graph, seed: int) -> dict[str, np.ndarray]:
     """The torch backend's initialisation for ``seed``, as numpy (state_dict names)."""
     import torch
 
-    from netspec import build
+    from netspec.backends.torch import build
 
     torch.manual_seed(seed)
     module = build(graph)
