@@ -108,8 +108,9 @@ def bench_latency(name: str, runs: int, threads: int, tmp: Path) -> list[str]:
 
     import netspec
     from netspec.backends.onnx.export import export_onnx_file
-    from netspec.backends.onnx.quantize import load_calibration, quantize_int8
+    from netspec.backends.onnx.quantize import quantize_int8
     from netspec.backends.torch import state_dict_numpy
+    from netspec.commands.export_deploy import load_calibration
 
     graph = netspec.load(ROOT / "specs" / f"{name}.yaml")
     torch.manual_seed(0)
@@ -142,8 +143,9 @@ def bench_digits(weights: Path | None, tmp: Path) -> list[str]:
 
     import netspec
     from netspec.backends.onnx.export import export_onnx_file
-    from netspec.backends.onnx.quantize import load_calibration, quantize_int8
+    from netspec.backends.onnx.quantize import quantize_int8
     from netspec.backends.torch import load_weights_into
+    from netspec.commands.export_deploy import load_calibration
     from netspec.train.data import load_data
     from netspec.weights import load_weights
 

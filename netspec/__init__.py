@@ -11,12 +11,11 @@ onnx; ``build``, ``param_groups`` and ``export_onnx`` import them when called.
 # otherwise be public names of the package (netspec.annotations, netspec.Any)
 from typing import Any as _Any
 
+from netspec._version import __version__
 from netspec.count import Counts
 from netspec.errors import NetspecError, Pos, SpecError, SpecErrors, UsageError
 from netspec.graph import Graph, Node
 from netspec.load import load, loads
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Counts", "Graph", "NetspecError", "Node", "Pos", "SpecError", "SpecErrors", "UsageError",

@@ -1,36 +1,15 @@
-"""Counting without building: parameters, buffers and MACs from the Graph alone."""
+"""Counting without building: parameters, buffers and MACs from the Graph alone. The
+totals (``Counts``, ``count``) are netspec/totals.py's, below the Graph, whose
+``params()`` returns them; here each layer's count with its formula, for the reports."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, overload
 
-from netspec.kinds import Shape, numel
+from netspec.graph import Graph, Node
+from netspec.totals import Counts, InputShapes, count, total
 
-if TYPE_CHECKING:  # graph.py imports this module (Graph.params): one way only, no cycle
-    from netspec.graph import Graph, Node
-
-
-@dataclass(frozen=True)
-class Counts:
-    params: int
-    #: parameters an optimizer updates: all but the fixed ones (DFL's bins)
-    trainable: int
-    buffers: int
-    macs: int
-
-    @property
-    def size_mb_fp32(self) -> float:
-        return self.params * 4 / 1e6
-
-    @property
-    def size_mb_bf16(self) -> float:
-        return self.params * 2 / 1e6
-
-
-def total(shapes: dict[str, Shape]) -> int:
-    return sum(numel(s) for s in shapes.values())
+__all__ = ["Counts", "NodeCount", "count", "node_count", "node_counts", "total"]
 
 
 @dataclass(frozen=True)
@@ -40,32 +19,6 @@ class NodeCount:
     buffers: int
     macs: int
     formula: str | None
-
-
-class InputShapes(Sequence[Shape]):
-    """A node's input shapes, looked up as a kind's rule reads them. Most kinds read one
-    or two; a merge that reads many (each merge of a dense block reads every earlier
-    output) has no parameters, and counting it must not cost a look-up per input."""
-
-    __slots__ = ("_names", "_nodes")
-
-    def __init__(self, graph: Graph, node: Node) -> None:
-        self._nodes = graph.nodes
-        self._names = node.inputs
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    @overload
-    def __getitem__(self, i: int) -> Shape: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[Shape]: ...
-
-    def __getitem__(self, i: int | slice) -> Shape | list[Shape]:
-        if isinstance(i, slice):
-            return [self._nodes[n].shape for n in self._names[i]]
-        return self._nodes[self._names[i]].shape
 
 
 def node_count(graph: Graph, node: Node) -> NodeCount:
@@ -82,19 +35,3 @@ def node_count(graph: Graph, node: Node) -> NodeCount:
 
 def node_counts(graph: Graph) -> list[NodeCount]:
     return [node_count(graph, n) for n in graph.layers]
-
-
-def count(graph: Graph) -> Counts:
-    """The totals; no per-layer formula text, since a search counts thousands of variants
-    (``netspec fit``)."""
-    params = fixed = buffers = macs = 0
-    for node in graph.layers:
-        args = node.args
-        assert args is not None
-        ins = InputShapes(graph, node)
-        p = total(args.param_shapes(ins))
-        params += p
-        fixed += p if args.fixed_params else 0
-        buffers += total(args.buffer_shapes(ins))
-        macs += args.macs(ins, node.shape)
-    return Counts(params=params, trainable=params - fixed, buffers=buffers, macs=macs)

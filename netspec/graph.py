@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from netspec.count import Counts, count
 from netspec.errors import Pos, SpecError
 from netspec.kinds import REGISTRY, LayerArgs, Shape
 from netspec.names import INPUT, RESERVED_NAMES
+from netspec.totals import Counts, count
 
 _shape_of = operator.attrgetter("shape")
 
@@ -190,7 +190,7 @@ class Graph:
         return problems
 
     def params(self) -> Counts:
-        """Parameters, trainable parameters, buffer values and MACs (netspec/count.py)."""
+        """Parameters, trainable parameters, buffer values and MACs (netspec/totals.py)."""
         return count(self)
 
 

@@ -26,7 +26,7 @@ block's input), ``name.i`` (copy i of a repeat, part i of a split), ``name.*`` (
 from __future__ import annotations
 
 from collections import ChainMap
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -42,7 +42,7 @@ from netspec.kinds.base import fmt_shape
 from netspec.kinds.split import Split
 from netspec.names import BLOCK_INPUT, Namespace, join, name_problem
 from netspec.spec import IDENTIFIER, SpecModel, errors_from_pydantic
-from netspec.structures import MAX_REPEAT, STRUCTURES
+from netspec.structures import MAX_REPEAT, STRUCTURES, Ctx
 from netspec.yaml_loader import Document, Path
 
 MAX_NODES = 100_000
@@ -58,31 +58,6 @@ def _size(v: int) -> str:
     """A size for a message: a number of 400 digits is shown by its first ones."""
     text = str(v)
     return text if len(text) <= 24 else f"{text[:6]}… ({len(text)} digits)"
-
-
-@dataclass
-class Ctx:
-    """Where resolution stands: the scope, the vars in sight, the names in sight."""
-
-    scope: str
-    env: dict[str, Any]
-    #: name → node; ``m.*`` → every copy of a repeat (or part of a split), in order
-    names: ChainMap[str, str | tuple[str, ...]]
-    #: the local names taken in this scope, and its automatic-name counters
-    ns: Namespace = field(default_factory=Namespace)
-    stack: tuple[tuple[str, Pos], ...] = ()
-    #: the named entries of this layer list → the range of node indices they made
-    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-    def child(self, scope: str, env: dict[str, Any] | None = None,
-              names: ChainMap[str, str | tuple[str, ...]] | None = None,
-              block: tuple[str, Pos] | None = None) -> Ctx:
-        return Ctx(
-            scope=scope,
-            env=self.env if env is None else env,
-            names=self.names.new_child() if names is None else names,
-            stack=(*self.stack, block) if block else self.stack,
-        )
 
 
 class Resolver:

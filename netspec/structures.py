@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netspec.entries import Entry
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
@@ -26,19 +26,67 @@ from netspec.kinds.conv import Conv
 from netspec.kinds.linear import Linear
 from netspec.kinds.merge import Add, Concat
 from netspec.kinds.split import Split
-from netspec.names import BLOCK_INPUT, join
+from netspec.names import BLOCK_INPUT, Namespace, join
 from netspec.spec import is_required
 
 if TYPE_CHECKING:
     from netspec.graph import Node
-    from netspec.resolve import Ctx, Resolver
-    from netspec.yaml_loader import Path
+    from netspec.spec import SpecModel
+    from netspec.yaml_loader import Document, Path
 
 MAX_REPEAT = 10_000
 MAX_BLOCK_DEPTH = 32
 
 #: ``(resolver, entry, ctx, input node, name or None) → output node``
-Expander = Callable[["Resolver", Entry, "Ctx", str, "str | None"], str]
+Expander = Callable[["Resolving", Entry, "Ctx", str, "str | None"], str]
+
+
+@dataclass
+class Ctx:
+    """Where resolution stands: the scope, the vars in sight, the names in sight."""
+
+    scope: str
+    env: dict[str, Any]
+    #: name → node; ``m.*`` → every copy of a repeat (or part of a split), in order
+    names: ChainMap[str, str | tuple[str, ...]]
+    #: the local names taken in this scope, and its automatic-name counters
+    ns: Namespace = field(default_factory=Namespace)
+    stack: tuple[tuple[str, Pos], ...] = ()
+    #: the named entries of this layer list → the range of node indices they made
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def child(self, scope: str, env: dict[str, Any] | None = None,
+              names: ChainMap[str, str | tuple[str, ...]] | None = None,
+              block: tuple[str, Pos] | None = None) -> Ctx:
+        return Ctx(
+            scope=scope,
+            env=self.env if env is None else env,
+            names=self.names.new_child() if names is None else names,
+            stack=(*self.stack, block) if block else self.stack,
+        )
+
+
+class Resolving(Protocol):
+    """The resolver as the expanders see it: netspec/resolve.py's ``Resolver``, which
+    imports this module (the expanders never import the resolver)."""
+
+    doc: Document
+    spec: SpecModel
+    nodes: dict[str, Node]
+    global_env: dict[str, Any]
+
+    def value(self, v: Any, path: Path, env: dict[str, Any]) -> Any: ...
+
+    def sequence(self, items: Any, path: Path, ctx: Ctx, x: str) -> str: ...
+
+    def one(self, e: Entry, ctx: Ctx, x: str, name: str | None) -> str: ...
+
+    def claim(self, name: str, ctx: Ctx, e: Entry) -> str: ...
+
+    def scope(self, path: str, kind: str, label: str, e: Entry) -> None: ...
+
+    def add_node(self, model: LayerArgs, inputs: list[str], name: str | None, ctx: Ctx,
+                 e: Entry, note: str = "", paths: dict[str, Path] | None = None) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -52,21 +100,21 @@ class Structure:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _check_keys(r: Resolver, e: Entry, keys: tuple[str, ...]) -> None:
+def _check_keys(r: Resolving, e: Entry, keys: tuple[str, ...]) -> None:
     for key in e.args:
         if key not in keys:
             raise SpecError(f"{e.kind}: unknown key '{key}'{did_you_mean(key, keys)}; "
                             f"expected one of: {', '.join(keys)}", r.doc.key(e.paths[key]))
 
 
-def _needs_body(r: Resolver, e: Entry, keys: tuple[str, ...]) -> None:
+def _needs_body(r: Resolving, e: Entry, keys: tuple[str, ...]) -> None:
     _check_keys(r, e, keys)
     if "body" not in e.args:
         raise SpecError(f"{e.kind} needs a body: a list of layers or one layer",
                         r.doc.key(e.kind_path))
 
 
-def _combine(r: Resolver, e: Entry, ctx: Ctx, default: str) -> type[Add] | type[Concat]:
+def _combine(r: Resolving, e: Entry, ctx: Ctx, default: str) -> type[Add] | type[Concat]:
     combine = r.value(e.args.get("combine", default), e.paths.get("combine", e.kind_path),
                       ctx.env)
     if combine not in ("add", "concat"):
@@ -97,7 +145,7 @@ def _note_block(err: SpecError, block: str, use: Pos) -> None:
 RESIDUAL_KEYS = ("body", "shortcut", "combine", "shortcut_first")
 
 
-def residual(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
+def residual(r: Resolving, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     """out = combine(body(x), shortcut(x))."""
     _needs_body(r, e, RESIDUAL_KEYS)
     merge = _combine(r, e, ctx, "add")
@@ -141,7 +189,7 @@ def residual(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     return r.add_node(merge(), [y, s], name, ctx, e, note=note)
 
 
-def _projection(r: Resolver, e: Entry, ctx: Ctx, x: str, y: str, body: list[Node]
+def _projection(r: Resolving, e: Entry, ctx: Ctx, x: str, y: str, body: list[Node]
                 ) -> tuple[str, str]:
     """Auto shortcut: 1×1 conv (or linear) with the body's stride + the body's norm."""
     x_shape, y_shape = r.nodes[x].shape, r.nodes[y].shape
@@ -179,7 +227,7 @@ def _projection(r: Resolver, e: Entry, ctx: Ctx, x: str, y: str, body: list[Node
 DENSE_KEYS = ("n", "body", "combine")
 
 
-def dense(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
+def dense(r: Resolving, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     """Each of n layers sees the block input and every earlier layer's output."""
     local = r.claim(name or ctx.ns.auto("dense"), ctx, e)
     _needs_body(r, e, DENSE_KEYS)
@@ -210,7 +258,7 @@ def dense(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
 PARALLEL_KEYS = ("branches", "combine")
 
 
-def parallel(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
+def parallel(r: Resolving, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     """Every branch reads x; the outputs merge (concat by default) in branch order."""
     _check_keys(r, e, PARALLEL_KEYS)
     branches = e.args.get("branches")
@@ -241,7 +289,7 @@ STRUCTURES: dict[str, Structure] = {
 
 
 # ---------------------------------------------------------------------------- block use
-def block(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
+def block(r: Resolving, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     """A use of one of the spec's ``blocks``: its args evaluated in the caller's scope,
     ``$in`` bound, its layers walked in a scope of their own."""
     local = r.claim(name or ctx.ns.auto(e.kind), ctx, e)
@@ -286,7 +334,7 @@ def block(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
 
 
 # ---------------------------------------------------------------------------- repeat
-def repeat(r: Resolver, e: Entry, ctx: Ctx, x: str, as_name: str | None, n: int) -> str:
+def repeat(r: Resolving, e: Entry, ctx: Ctx, x: str, as_name: str | None, n: int) -> str:
     """``repeat: n``: a scope whose children ``0`` … ``n-1`` are copies of the entry, each
     reading the one before, with ``$i`` bound; ``as.i`` / ``as.*`` name them."""
     if n == 0:  # a stage a scale variant shrinks away: the tensor passes through
@@ -313,7 +361,7 @@ def repeat(r: Resolver, e: Entry, ctx: Ctx, x: str, as_name: str | None, n: int)
 
 
 # ---------------------------------------------------------------------------- split
-def split(r: Resolver, model: Split, e: Entry, ctx: Ctx, x: str, name: str | None,
+def split(r: Resolving, model: Split, e: Entry, ctx: Ctx, x: str, name: str | None,
           paths: dict[str, Path]) -> str:
     """One node per part, ``x.0`` … in the split's scope; the last is the current."""
     local = r.claim(name, ctx, e) if name else ctx.ns.auto(model.auto_name)

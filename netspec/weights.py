@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from netspec import __version__
+from netspec._version import __version__
 from netspec.errors import UsageError
 from netspec.graph import Graph
 from netspec.io import atomic_write

@@ -51,10 +51,10 @@ def load_weights(model: Any, path: str | Path) -> dict[str, str]:
     has none)."""
     import torch
 
-    from netspec.backends.torch import _graph_of, load_state
+    from netspec.backends.torch import graph_of, load_state
     from netspec.weights_import import pair, read_source
 
-    graph = _graph_of(model)
+    graph = graph_of(model)
     paired = pair(graph, read_source(path), str(path))
     own = model.state_dict()
     load_state(model, {k: torch.from_numpy(v).to(own[k].dtype)

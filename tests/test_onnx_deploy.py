@@ -201,8 +201,7 @@ def test_bad_deployment_flags_exit_2_with_one_line(tmp_path: Path,
 def test_int8_held_out_split_is_the_one_training_recorded() -> None:
     """A checkpoint trained on digits with 30 % held out (seed 5): int8 judges on those
     539 images, not on a default 20 % split that overlaps the training images."""
-    from netspec.backends.onnx.quantize import load_calibration
-    from netspec.commands.export_deploy import _training_split
+    from netspec.commands.export_deploy import _training_split, load_calibration
 
     record = {"netspec.data": json.dumps({"data": "digits", "seed": 5, "val_fraction": 0.3,
                                           "val_data": None})}

@@ -66,7 +66,7 @@ def check_deploy_args(args: argparse.Namespace, graph: Graph, opset: int,
         size_dependent(graph)  # a SpecError at the layer that fixes the size
     calibration = None
     if args.precision == "int8":
-        from netspec.backends.onnx.quantize import check_int8_opset, load_calibration
+        from netspec.backends.onnx.quantize import check_int8_opset
 
         check_int8_opset(graph, opset)
         fraction, seed = _training_split(metadata or {}, args.calibration_data, args.seed)
@@ -75,6 +75,21 @@ def check_deploy_args(args: argparse.Namespace, graph: Graph, opset: int,
     elif args.calibration_data:
         raise UsageError("--calibration-data: only with --precision int8")
     return Checked(args.precision, args.io_dtype, calibration)
+
+
+def load_calibration(graph: Graph, source: str | None, seed: int = 0,
+                     val_fraction: float = 0.2) -> Any:
+    """quantize.py's ``CalibrationData`` of ``source``, checked against the spec (a
+    UsageError, exit 2, when it does not fit): loaded and split here as ``netspec train``
+    loads it, for ``val_fraction`` and ``seed``, since the backend imports no training."""
+    from netspec.backends.onnx.quantize import RANDOM, calibration_data
+
+    data = None
+    if source and source != RANDOM:
+        from netspec.train.data import load_data
+
+        data = load_data(graph, source, val_fraction=val_fraction, seed=seed)
+    return calibration_data(graph, source, data, seed)
 
 
 def _training_split(metadata: dict[str, str], source: str | None, seed: int

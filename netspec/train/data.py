@@ -11,7 +11,6 @@ joined, so every rank of a distributed run fails the same way at the same time.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +19,10 @@ import numpy as np
 from netspec.errors import UsageError
 from netspec.graph import Graph
 from netspec.kinds.base import fmt_shape
+from netspec.train.splits import Data, Split, heldout_indices
 
 DIGITS = "digits"
 INSTALL_HINT = "pip install 'netspec[data]'"
-
-
-@dataclass(frozen=True)
-class Split:
-    """Inputs ``x`` (float32, [N, *input]) and integer labels ``y`` (int64, [N] or [N, H, W])."""
-
-    x: np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-
-@dataclass(frozen=True)
-class Data:
-    #: a Split in memory, or an ImageSplit (train/images.py) decoded batch by batch
-    train: Any
-    #: None when --val-fraction is 0 and no --val-data is given: nothing to evaluate on
-    heldout: Split | None
-    #: how the split was made (JSON-able): calibrate reproduces it from the checkpoint
-    source: dict[str, Any]
-
-    def describe(self) -> str:
-        held = f", {len(self.heldout):,} held out" if self.heldout is not None else ""
-        return f"{self.source['data']}: {len(self.train):,} for training{held}"
 
 
 def load_digits_arrays(graph: Graph) -> tuple[np.ndarray, np.ndarray]:
@@ -199,19 +174,6 @@ def load_source(source: str, graph: Graph) -> Split:
     else:
         x, y = load_npz_arrays(source, graph)
     return check_arrays(x, y, graph, source)
-
-
-def heldout_indices(n: int, fraction: float, seed: int, flag: str = "--val-fraction",
-                    what: str = "samples") -> tuple[np.ndarray, np.ndarray]:
-    """(training, held-out) indices of a seeded random split, each in order: the same
-    seed and fraction give the same held-out samples on every rank and in ``calibrate``,
-    which re-creates the split from the checkpoint."""
-    n_val = round(n * fraction)
-    if n_val < 1 or n - n_val < 1:
-        raise UsageError(f"{flag} {fraction}: leaves {n - n_val} of {n} {what} for "
-                         f"training and {n_val} held out; both need at least 1")
-    order = np.random.default_rng(seed).permutation(n)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
 def split_heldout(data: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:

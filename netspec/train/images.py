@@ -45,7 +45,7 @@ from netspec.preprocess import (
     refusal,
     require_pillow,
 )
-from netspec.train.data import Data, Split, heldout_indices
+from netspec.train.splits import Data, Split, heldout_indices
 
 #: unreadable files named in the error before "and N more"
 SHOWN = 3

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from netspec import __version__
+from netspec._version import __version__
 from netspec.backends.onnx import dynamic as dyn
 from netspec.backends.onnx.builder import Builder
 from netspec.backends.onnx.emitters import EMITTERS

@@ -109,12 +109,11 @@ class QuantReport:
 
 
 # ----------------------------------------------------------------------- data
-def load_calibration(graph: Graph, source: str | None, seed: int = 0,
-                     samples: int = CALIBRATION_SAMPLES, val_fraction: float = 0.2
-                     ) -> CalibrationData:
-    """The calibration and evaluation samples of ``source``, checked against the spec
-    (a UsageError, exit 2, when they do not fit); split as ``netspec train`` splits it
-    for ``val_fraction`` and ``seed``."""
+def calibration_data(graph: Graph, source: str | None, data: Any, seed: int = 0,
+                     samples: int = CALIBRATION_SAMPLES) -> CalibrationData:
+    """The calibration and evaluation samples of ``source``. ``data`` is ``source`` as
+    ``netspec train`` loads and splits it (train/data.py's ``Data``, loaded by the
+    command: the backend imports nothing of training), None for ``random``."""
     if not source:
         raise UsageError("--precision int8 needs --calibration-data (digits, a .npz of x "
                          "and y, an image folder, or random for speed checks only)")
@@ -124,9 +123,6 @@ def load_calibration(graph: Graph, source: str | None, seed: int = 0,
               "for real inputs; use it to measure speed, not accuracy", file=sys.stderr)
         x = rng.standard_normal((64, *graph.input_shape)).astype(np.float32)
         return CalibrationData(source, x[:32], x, None, None)
-    from netspec.train.data import load_data
-
-    data = load_data(graph, source, val_fraction=val_fraction, seed=seed)
     train = data.train if hasattr(data.train, "x") else data.train.as_arrays()
     held = data.heldout
     pick = np.sort(rng.permutation(len(train.x))[:samples])

@@ -525,8 +525,8 @@ def import_onnx(path: str, shape: Shape | None, name: str | None, file: str,
     onnxruntime running the file."""
     import onnxruntime as ort
 
-    from netspec.backends.onnx.verify import random_inputs, torch_module
-    from netspec.backends.torch.sources import Agreement, _agreement
+    from netspec.agreement import agreement, random_inputs
+    from netspec.backends.onnx.verify import torch_outputs
     from netspec.importer.pipeline import spec_from_flat
 
     net = flatten_onnx(path, name, shape)
@@ -541,11 +541,5 @@ def import_onnx(path: str, shape: Shape | None, name: str | None, file: str,
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UsageError(f"{path}: onnxruntime cannot run it at batch 2 to compare "
                          f"({first[:160]}); export it with a dynamic batch axis") from None
-    import torch
-    module = torch_module(imported.graph, imported.weights)
-    with torch.inference_mode():
-        out = module(torch.from_numpy(x))
-    mine = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
-    agreement: Agreement = _agreement(mine, [np.asarray(t, np.float32) for t in theirs],
-                                      tolerance)
-    return imported, agreement
+    mine = torch_outputs(imported.graph, imported.weights, x)
+    return imported, agreement(mine, [np.asarray(t, np.float32) for t in theirs], tolerance)

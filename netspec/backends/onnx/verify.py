@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from netspec.agreement import random_inputs
 from netspec.errors import NetspecError
 from netspec.graph import Graph
 
@@ -52,39 +53,24 @@ def initial_weights(graph: Graph, seed: int) -> dict[str, np.ndarray]:
     """The torch backend's initialisation for ``seed``, as numpy (state_dict names)."""
     import torch
 
-    from netspec import build
+    from netspec.backends.torch import build
 
     torch.manual_seed(seed)
     module = build(graph)
     return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
 
 
-def torch_module(graph: Graph, weights: dict[str, np.ndarray]) -> Any:
-    """The torch module with these weights, in eval mode."""
+def torch_outputs(graph: Graph, weights: dict[str, np.ndarray], x: np.ndarray
+                  ) -> list[np.ndarray]:
+    """The outputs of the torch module with these weights, in eval mode, on ``x``."""
     import torch
 
-    from netspec.backends.torch import build, load_state
+    from netspec.backends.torch import eval_module
 
-    module = build(graph)
-    state = module.state_dict()
-    # BN's step counter plays no part in eval (and files store it as [] or [1])
-    # a copy: the arrays may be read-only views of a file (torch warns of those)
-    loaded = {k: torch.from_numpy(np.array(v, copy=True)).to(state[k].dtype)
-              for k, v in weights.items()
-              if k in state and not k.endswith(".num_batches_tracked")}
-    missing = [k for k in state if k not in loaded and not k.endswith(".num_batches_tracked")]
-    if missing:
-        raise NetspecError(f"weights lack {', '.join(missing)}")
-    load_state(module, loaded)
-    return module.eval()
-
-
-def random_inputs(graph: Graph, batches: Sequence[int], seed: int = 0,
-                  shape: Sequence[int] | None = None) -> list[np.ndarray]:
-    """Standard normal inputs, one per batch size, of the spec's shape or ``shape``."""
-    rng = np.random.default_rng(seed)
-    shape = tuple(graph.input_shape if shape is None else shape)
-    return [rng.standard_normal((n, *shape)).astype(np.float32) for n in batches]
+    module = eval_module(graph, weights)
+    with torch.inference_mode():
+        out = module(torch.from_numpy(x))
+    return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
 def verify(model_bytes: bytes, graph: Graph, weights: dict[str, np.ndarray], *,
@@ -97,11 +83,12 @@ def verify(model_bytes: bytes, graph: Graph, weights: dict[str, np.ndarray], *,
     import torch
 
     from netspec.backends.onnx.runner import session_options
+    from netspec.backends.torch import eval_module
 
     session = ort.InferenceSession(model_bytes, session_options(),
                                    providers=["CPUExecutionProvider"])
     half = session.get_inputs()[0].type == "tensor(float16)"
-    module = torch_module(graph, weights)
+    module = eval_module(graph, weights)
     max_abs = ref_max = 0.0
     shapes = [tuple(s) for s in sizes] if sizes else [tuple(graph.input_shape)]
     inputs = [x for shape in shapes for x in random_inputs(graph, batches, seed, shape)]

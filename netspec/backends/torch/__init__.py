@@ -18,12 +18,13 @@ from torch import nn
 
 from netspec.backends.torch.layers import MODULES
 from netspec.backends.torch.model import graph_module
-from netspec.errors import UsageError
+from netspec.errors import NetspecError, UsageError
 from netspec.graph import Graph
 from netspec.load import load
 from netspec.weights import check_weights, load_weights
 
-__all__ = ["build", "load_state", "load_weights_into", "param_groups", "state_dict_numpy"]
+__all__ = ["build", "eval_module", "graph_of", "load_state", "load_weights_into", "param_groups",
+           "state_dict_numpy"]
 
 
 def build(spec: str | Path | Graph, device: Any = None, **vars: Any) -> nn.Module:
@@ -52,7 +53,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     (decaying them only pulls scale, shift and slope towards 0), everything else with
     ``weight_decay``. Which layers those are, their kinds say (``decay``). Empty groups
     are left out; a parameter shared by several modules appears once."""
-    graph = _graph_of(model)
+    graph = graph_of(model)
     no_decay: dict[int, nn.Parameter] = {}
     for node in graph.layers:
         assert node.args is not None
@@ -68,7 +69,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def _graph_of(model: nn.Module) -> Graph:
+def graph_of(model: nn.Module) -> Graph:
     """The Graph a netspec model was built from, through DDP and torch.compile wrappers."""
     inner: Any = model
     while not isinstance(getattr(inner, "netspec_graph", None), Graph):
@@ -77,6 +78,23 @@ def _graph_of(model: nn.Module) -> Graph:
             raise UsageError("param_groups needs a model built by netspec.build")
         inner = nxt
     return inner.netspec_graph
+
+
+def eval_module(graph: Graph, weights: dict[str, np.ndarray]) -> nn.Module:
+    """The model of ``graph`` with these numpy weights (state_dict names), in eval mode:
+    what an export or an import is checked against."""
+    module = build(graph)
+    state = module.state_dict()
+    # BN's step counter plays no part in eval (and files store it as [] or [1])
+    # a copy: the arrays may be read-only views of a file (torch warns of those)
+    loaded = {k: torch.from_numpy(np.array(v, copy=True)).to(state[k].dtype)
+              for k, v in weights.items()
+              if k in state and not k.endswith(".num_batches_tracked")}
+    missing = [k for k in state if k not in loaded and not k.endswith(".num_batches_tracked")]
+    if missing:
+        raise NetspecError(f"weights lack {', '.join(missing)}")
+    load_state(module, loaded)
+    return module.eval()
 
 
 def state_dict_numpy(model: nn.Module) -> dict[str, np.ndarray]:

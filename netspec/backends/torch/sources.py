@@ -10,7 +10,6 @@ constructor come as JSON (``--kw``).
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from netspec.agreement import Agreement, agreement, random_inputs
 from netspec.errors import UsageError, did_you_mean
 from netspec.graph import Graph
 from netspec.kinds import Shape
@@ -104,24 +104,13 @@ def torch_source(source: str, kw: dict[str, Any]) -> TorchSource:
     return TorchSource(_built(make, kw, source), attr.rpartition(".")[2], source)
 
 
-@dataclass(frozen=True)
-class Agreement:
-    max_abs: float
-    ref_max: float
-    tolerance: float
-
-    @property
-    def ok(self) -> bool:
-        return self.max_abs <= self.tolerance * max(1.0, self.ref_max)
-
-
 def compare_with_torch(source: nn.Module, graph: Graph, weights: dict[str, np.ndarray],
                        tolerance: float = 1e-4, batch: int = 2, seed: int = 0) -> Agreement:
     """The spec, built with the source's weights, against the source itself: both in eval
     mode on the same random input."""
-    from netspec.backends.onnx.verify import random_inputs, torch_module
+    from netspec.backends.torch import eval_module
 
-    ours = torch_module(graph, weights)
+    ours = eval_module(graph, weights)
     (x,) = random_inputs(graph, [batch], seed)
     was = source.training
     source.eval()
@@ -131,7 +120,7 @@ def compare_with_torch(source: nn.Module, graph: Graph, weights: dict[str, np.nd
             mine = ours(torch.from_numpy(x))
     finally:
         source.train(was)
-    return _agreement(_outputs(mine), _outputs(theirs), tolerance)
+    return agreement(_outputs(mine), _outputs(theirs), tolerance)
 
 
 def _outputs(out: Any) -> list[np.ndarray]:
@@ -139,17 +128,3 @@ def _outputs(out: Any) -> list[np.ndarray]:
         out = list(out.values())
     items = out if isinstance(out, list | tuple) else [out]
     return [t.detach().float().cpu().numpy() for t in items]
-
-
-def _agreement(mine: list[np.ndarray], theirs: list[np.ndarray], tolerance: float
-               ) -> Agreement:
-    max_abs = ref_max = 0.0
-    if len(mine) != len(theirs):
-        return Agreement(math.inf, 0.0, tolerance)
-    for a, b in zip(mine, theirs, strict=True):
-        if a.shape != b.shape:
-            return Agreement(math.inf, 0.0, tolerance)
-        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
-        max_abs = max(max_abs, diff if math.isfinite(diff) else math.inf)
-        ref_max = max(ref_max, float(np.max(np.abs(b))) if b.size else 0.0)
-    return Agreement(max_abs, ref_max, tolerance)
