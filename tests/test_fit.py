@@ -270,6 +270,30 @@ def test_resnet50_width_and_depth_fit_ten_million(capsys: pytest.CaptureFixture[
     assert doc.vars["width"] == 64  # the bundled spec is unchanged: resnet50 by default
 
 
+def test_compound_scaling_given_b1s_budget_finds_b1s_network(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """EfficientNet-B1 is the bundled B0 spec at torchvision's width 1.0, depth 1.1,
+    resolution 240 (tests/with_torchvision checks that against torchvision). Compound
+    scaling with the paper's coefficients, given B1's parameter count, finds B1's
+    network: the same layers with the same parameters, one by one. Its vars are B1's
+    within rounding for width and depth (the same channels and block counts); the
+    resolution is where the compound curve leaves B1's network (B1's 240 is off it)."""
+    spec = SPECS / "efficientnet_b0.yaml"
+    b1 = netspec.load(spec, width=1.0, depth=1.1, resolution=240)
+    code, got, err = _fit(capsys, str(spec), "--compound",
+                          "width=1.1,depth=1.2,resolution=1.15", "--params",
+                          str(b1.params().params))
+    assert code == 0, err
+    found = netspec.load(spec, **got["vars"])
+    per_layer = [(n.op, sum(math.prod(s) for s in n.args.param_shapes(
+        [g.nodes[i].shape for i in n.inputs]).values())) for g in (found,) for n in g.layers]
+    want = [(n.op, sum(math.prod(s) for s in n.args.param_shapes(
+        [b1.nodes[i].shape for i in n.inputs]).values())) for n in b1.layers]
+    assert per_layer == want
+    assert got["params"] == b1.params().params
+    assert 1.0 <= got["vars"]["width"] < 1.05 and 1.0 < got["vars"]["depth"] <= 1.1
+
+
 # ----------------------------------------------------------------------- latency
 def test_latency_is_measured_for_a_few_variants(capsys: pytest.CaptureFixture[str],
                                                 small: Path) -> None:
