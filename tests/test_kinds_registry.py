@@ -9,7 +9,7 @@ import pytest
 from netspec.backends.onnx.emitters import EMITTERS
 from netspec.backends.torch.layers import FUNCTIONS, MODULES
 from netspec.json_schema import spec_schema
-from netspec.kinds import FAMILIES, OPS, REGISTRY, SPEC_KINDS, LayerArgs
+from netspec.kinds import FAMILIES, OPS, REGISTRY, SPEC_KINDS, LayerArgs, ShapeError
 
 
 def test_every_op_has_exactly_one_torch_entry() -> None:
@@ -92,6 +92,45 @@ def test_every_kind_has_samples_that_validate(op: str) -> None:
     assert cls.samples, f"{op} declares no samples for the property tests"
     for options in cls.samples:
         cls.model_validate(options)
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_fold_traits_agree_with_the_kinds_tensors(op: str) -> None:
+    """The ONNX fold knows a kind only by its traits: which axis of a linear map's weight
+    holds its output channels (``weight_out_axis``), when a BN before it folds
+    (``input_fold_refusal()``, ``input_fold_note``), and what it looks through
+    (``channel_repeat()``). Each is checked against the kind's own shapes on its samples,
+    and a linear-map trait on a kind that is no linear map would mean nothing."""
+    cls = OPS[op]
+    if not cls.linear_map:
+        assert cls.weight_out_axis == 0 and cls.input_fold_note == ""
+        assert cls.input_fold_refusal is LayerArgs.input_fold_refusal
+    assert cls.weight_out_axis in (0, 1)
+    checked = 0
+    for options in cls.samples:
+        args = cls.model_validate(options)
+        for x in [(8,), (8, 6, 6)]:
+            if cls.arity != 1 or len(x) not in cls.ranks:
+                continue
+            try:
+                out = args.out_shape([x])
+            except ShapeError:
+                continue
+            repeat = args.channel_repeat([x])
+            if repeat is not None:  # the same values, each channel's as `repeat` features
+                assert out == (x[0] * repeat,), (op, options, x)
+            if not cls.linear_map:
+                continue
+            shapes = args.param_shapes([x])
+            w, g = shapes["weight"], getattr(args, "groups", 1)
+            c_out, c_in = out[0], x[0]
+            # axis 0 spans all channels, axis 1 one group's
+            expect = (c_out, c_in // g) if cls.weight_out_axis == 0 else (c_in, c_out // g)
+            assert w[:2] == expect, (op, options, x, w)
+            assert shapes.get("bias", (c_out,)) == (c_out,)
+            assert args.input_fold_refusal() is None or args.input_fold_refusal()
+            checked += 1
+    assert checked or not cls.linear_map, f"no sample of {op} reached the weight check"
 
 
 def test_schema_lists_every_spec_kind() -> None:

@@ -9,11 +9,14 @@ is the test's own (session + module built here), not export's ``verify``.
 from __future__ import annotations
 
 import collections
+import gc
 import json
 import re
 import subprocess
 import sys
 import textwrap
+import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,8 @@ from netspec.backends.onnx.export import export_onnx_file
 from netspec.backends.onnx.fold import bn_affine, fold_after, fold_before
 from netspec.backends.onnx.runner import OnnxRunner
 from netspec.cli import main
-from netspec.kinds import OPS
+from netspec.kinds import FAMILIES, OPS, REGISTRY, LayerArgs, Shape
+from netspec.kinds.base import PosInt
 from netspec.weights import load_weights, save_weights, spec_metadata
 
 torch = pytest.importorskip("torch")
@@ -459,13 +463,13 @@ def test_fold_formulas_match_conv_bn(data: st.DataObject) -> None:
 
     after = bn(c_out)
     s, t = bn_affine(after[0], after[1], 1e-3, after[2], after[3])
-    w2, b2 = fold_after("conv", w, b, s, t, g)
+    w2, b2 = fold_after(w, b, s, t, g)
     ref = torch_bn(conv(x, w, tb, k // 2), after)
     np.testing.assert_allclose(conv(x, w2, b2, k // 2).numpy(), ref.numpy(), atol=1e-9)
 
     before = bn(c_in)
     s, t = bn_affine(before[0], before[1], 1e-3, before[2], before[3])
-    w3, b3 = fold_before("conv", w, b, s, t, g)
+    w3, b3 = fold_before(w, b, s, t, g)
     ref = conv(torch_bn(x, before), w, tb, 0)
     np.testing.assert_allclose(conv(x, w3, b3, 0).numpy(), ref.numpy(), atol=1e-9)
 
@@ -474,10 +478,10 @@ def test_fold_formulas_linear() -> None:
     rng = np.random.default_rng(0)
     w, b, x = rng.standard_normal((3, 5)), rng.standard_normal(3), rng.standard_normal((4, 5))
     s, t = rng.uniform(0.5, 2, 5), rng.standard_normal(5)
-    w2, b2 = fold_before("linear", w, b, s, t)
+    w2, b2 = fold_before(w, b, s, t)
     np.testing.assert_allclose(x @ w2.T + b2, (x * s + t) @ w.T + b)
     s, t = rng.uniform(0.5, 2, 3), rng.standard_normal(3)
-    w3, b3 = fold_after("linear", w, None, s, t)
+    w3, b3 = fold_after(w, None, s, t)
     np.testing.assert_allclose(x @ w3.T + b3, (x @ w.T) * s + t)
 
 
@@ -507,6 +511,86 @@ def test_plan_never_modifies_the_weights() -> None:
     plan = plan_folds(graph, weights)
     assert all(np.array_equal(weights[k], before[k]) for k in weights)
     assert set(plan.tensors) == {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"}
+
+
+# ------------------------------------------------------------------ a kind fold.py never heard of
+def _dense_t_kind() -> type[LayerArgs]:
+    class DenseT(LayerArgs):
+        """y = x·W + b with W stored [in, out], as Keras and JAX keep it: a linear map whose
+        output channels lie on axis 1 of its weight."""
+
+        op = "test_dense_t"
+        auto_name = "dt"
+        ranks = (1,)
+        linear_map = True
+        weight_out_axis = 1
+
+        out: PosInt
+
+        def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+            self.check_input(inputs)
+            return (self.out,)
+
+        def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+            return {"weight": (inputs[0][0], self.out), "bias": (self.out,)}
+
+    return DenseT
+
+
+def _emit_dense_t(b: Any, node: Any) -> None:
+    h = b.op("MatMul", [*b.inputs(node), b.param(node, "weight")], f"{node.name}/matmul",
+             f"{node.name}/matmul")
+    b.op("Add", [h, b.param(node, "bias")], b.out(node), node.name)
+
+
+def _dense_t_folds(op: str) -> None:
+    graph = netspec.loads(spec(f"""
+        - relu
+        - norm: batch
+        - flatten
+        - {op}: {{out: 6}}
+        - norm: batch
+        - relu
+        """, "[2, 2, 2]"))
+    rng = np.random.default_rng(0)
+    w = {k: rng.uniform(0.5, 1.5, shape).astype(np.float32)
+         for k, shape in {**graph.param_shapes(), **graph.buffer_shapes()}.items()
+         if not k.endswith("num_batches_tracked")}
+    file, report = export_onnx_file(graph, w, verify=False)  # torch has no such module
+    assert folds(report) == {"bn1": ("folded", "dt1"), "bn2": ("folded", "dt1")}
+    model = file.model()
+    assert [n.op_type for n in model.graph.node] == ["Relu", "Flatten", "MatMul", "Add", "Relu"]
+
+    def bn(h: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        m, v, g, d = (w[f"{name}.{k}"].reshape(shape)
+                      for k in ("running_mean", "running_var", "weight", "bias"))
+        return (h - m) / np.sqrt(v + graph[name].args.eps) * g + d  # type: ignore[union-attr]
+
+    x = rng.standard_normal((3, 2, 2, 2)).astype(np.float32)
+    h = bn(np.maximum(x, 0), "bn1", (2, 1, 1)).reshape(3, 8)
+    ref = np.maximum(bn(h @ w["dt1.weight"] + w["dt1.bias"], "bn2", (6,)), 0)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_new_linear_map_folds_by_its_traits_alone() -> None:
+    """A kind defined here, not in netspec/kinds, with weight [in, out]: BNs before it
+    (through a flatten) and after it fold into it, though fold.py names no kind. It gets
+    a spec name and an emitter for the test's length, and leaves no trace after."""
+    cls = _dense_t_kind()  # defining it registered it
+    gone = weakref.ref(cls)
+    FAMILIES[cls.op] = {None: cls}
+    EMITTERS[cls.op] = _emit_dense_t
+    try:
+        _dense_t_folds(cls.op)
+    finally:
+        for table in (REGISTRY, FAMILIES, EMITTERS):
+            table.pop(cls.op, None)  # type: ignore[attr-defined]
+        del cls
+        gc.collect()
+    # a LayerArgs subclass with an op still alive would fail the registry's tests
+    assert gone() is None
 
 
 # ------------------------------------------------------------------ weights file, no torch

@@ -126,9 +126,18 @@ class LayerArgs(BaseModel):
     inplace_ok: ClassVar[bool] = False
     #: its output is a new tensor that no backward reads, so an in-place op may follow
     fresh_output: ClassVar[bool] = False
-    #: a linear map with a weight whose output channels are axis 0 (or 1 for
-    #: conv_transpose) and a bias: per-channel scales (BN, layer scale) fold into it
+    #: a linear map with a ``weight`` (its channels on the axes ``weight_out_axis`` says)
+    #: and a ``bias``: per-channel scales (BN, layer scale) fold into it
     linear_map: ClassVar[bool] = False
+    #: for a ``linear_map`` kind, the axis of its ``weight`` that holds the output
+    #: channels: 0 for [out, in/groups, …] (conv, linear), 1 for [in, out/groups, …]
+    #: (conv_transpose). The other of the first two axes holds the input channels; with
+    #: ``groups``, axis 0 spans all channels and axis 1 one group's. The ONNX fold scales
+    #: this axis for a BN or layer scale after the layer, the other for a BN before it
+    weight_out_axis: ClassVar[int] = 0
+    #: for a ``linear_map`` kind, what the fold report adds when a BN before it folds
+    #: into it: the condition ``input_fold_refusal()`` checked (conv: "no padding")
+    input_fold_note: ClassVar[str] = ""
     #: its parameters hold fixed values (DFL's 0 … bins−1): counted, never trained; such
     #: a layer may feed no output (held for its weights), a learned one may not
     fixed_params: ClassVar[bool] = False
@@ -186,6 +195,21 @@ class LayerArgs(BaseModel):
         too), ``ENDS_SIZE`` (its output no longer depends on them: a global pool), or,
         in words, why this layer would bake the spec's size into the model."""
         return KEEPS_SIZE
+
+    def input_fold_refusal(self) -> str | None:
+        """For a ``linear_map`` kind: None when a per-channel affine map y = s·x + t on
+        its input folds exactly into its weight and bias (W·s over the input channels,
+        b + Σ W·t); else why not, as the fold report words it after the layer's name (a
+        conv with padding: at the borders the padded zeros were never shifted by t)."""
+        return None
+
+    def channel_repeat(self, inputs: Sequence[Shape]) -> int | None:
+        """For a layer that only lays its input out anew, channel after channel, each
+        channel's values becoming this many consecutive features (flatten: H·W): a
+        per-channel affine map before it is a per-feature one after it, each channel's
+        repeated, so the ONNX fold looks through it into the linear map it feeds. None
+        (the default): it does not."""
+        return None
 
     def inference_factor(self) -> float:
         """For a ``training_only`` kind: what it multiplies by at inference."""

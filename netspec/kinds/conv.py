@@ -27,6 +27,7 @@ class Conv(LayerArgs):
     ranks = (3,)
     fresh_output = True
     linear_map = True
+    input_fold_note = "no padding"
     samples = ({"out": 4, "k": 3}, {"out": 6, "k": 1, "stride": 2, "bias": False},
                {"out": 4, "k": 3, "groups": 2, "dilation": 2})
 
@@ -49,6 +50,12 @@ class Conv(LayerArgs):
     def canonical(self) -> dict[str, Any]:
         return {**self.model_dump(), "pad": self.padding, "k": pair(self.k),
                 "stride": pair(self.stride), "dilation": pair(self.dilation)}
+
+    def input_fold_refusal(self) -> str | None:
+        if self.padding != (0, 0):
+            return (f"with padding {list(self.padding)} (a fold would be inexact at the "
+                    "borders)")
+        return None
 
     def _check_groups(self, c_in: int) -> None:
         if c_in % self.groups:
@@ -98,6 +105,7 @@ class ConvTranspose(LayerArgs):
     ranks = (3,)
     fresh_output = True
     linear_map = True
+    weight_out_axis = 1  # [C_in, C_out/groups, kh, kw]
     samples = ({"out": 4, "k": 2, "stride": 2}, {"out": 3, "k": 3, "pad": 1})
 
     out: PosInt
@@ -118,6 +126,13 @@ class ConvTranspose(LayerArgs):
             if op_ >= s:
                 raise ValueError("output_pad must be smaller than stride")
         return v
+
+    def input_fold_refusal(self) -> str | None:
+        # only with one tap per output position is Σ W·t the same at every position
+        if pair(self.k) == (1, 1) and pair(self.stride) == (1, 1) and pair(self.pad) == (0, 0):
+            return None
+        return ("that is not 1×1 stride 1 (a fold would be inexact where taps overlap or "
+                "miss)")
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         c, h, w = self.check_input(inputs)

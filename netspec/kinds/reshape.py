@@ -23,6 +23,9 @@ class Flatten(LayerArgs):
         return (f"makes {c}·{h}·{w} features of a [{c}, H, W] map, a number fixed by the "
                 "spec's size")
 
+    def channel_repeat(self, inputs: Sequence[Shape]) -> int:
+        return math.prod(inputs[0][1:])  # channel-major: feature c·H·W + p
+
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
         return Saved(inputs=())
 

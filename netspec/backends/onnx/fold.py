@@ -1,8 +1,11 @@
 """The folding pass: what remains of BatchNorm, layer scale and the training-only
 layers (dropout, stochastic depth) at inference, decided once over the Graph and the
-numpy weights, before any ONNX node is emitted. Which layers those are, their kinds
-say: ``running_stats`` (BN), ``training_only`` with ``inference_factor()`` (dropout,
-drop_path), ``linear_map`` (what a per-channel scale folds into).
+numpy weights, before any ONNX node is emitted. Which layers those are, and how a fold
+goes, their kinds say — never their op names: ``running_stats`` (BN), ``training_only``
+with ``inference_factor()`` (dropout, drop_path), ``channel_scale`` (layer scale),
+``linear_map`` (what a per-channel scale folds into) with ``weight_out_axis`` (which
+axis of its weight to scale) and ``input_fold_refusal()`` (whether a BN before it folds
+exactly), and ``channel_repeat()`` (a layer the fold looks through: flatten).
 
 At inference a BatchNorm is a fixed per-channel affine map y = s·x + t with
 s = γ / sqrt(var + ε) and t = δ − mean·s, and dropout is the identity (inverted
@@ -14,7 +17,8 @@ linear map exactly, so the exported model has no BatchNormalization or Dropout n
 - BN → conv with zero padding, BN → 1×1 stride-1 conv_transpose, BN → linear and
   BN → flatten → linear (the BN's output feeds only that layer): scale the consumer's
   input channels by s and add W·t to its bias. With padding the fold would be wrong at
-  the borders, where the padded zeros were never shifted by t;
+  the borders, where the padded zeros were never shifted by t (each kind says when it
+  refuses: ``input_fold_refusal()``);
 - any other BN becomes one Mul and one Add with per-channel constants;
 - inverted dropout and stochastic depth disappear; classic dropout multiplies the
   weight (not the bias) of the conv/linear it alone feeds by keep, or else becomes one Mul;
@@ -34,7 +38,6 @@ from typing import Any
 import numpy as np
 
 from netspec.graph import INPUT, Graph, Node
-from netspec.kinds.conv import pair
 
 
 @dataclass(frozen=True)
@@ -89,33 +92,39 @@ def bn_affine(mean: np.ndarray, var: np.ndarray, eps: float, gamma: np.ndarray |
     return s, t
 
 
-def fold_after(op: str, w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: np.ndarray,
-               groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """BN(s, t) applied to the output of a conv/conv_transpose/linear: new (W, b).
+def fold_after(w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: np.ndarray,
+               groups: int = 1, out_axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """BN(s, t) applied to the output of a linear map with weight ``w`` (its output
+    channels on ``out_axis``: the kind's ``weight_out_axis``): new (W, b).
     W keeps its dtype (one rounding of W·s); the bias is computed in float64."""
     s_w = s.astype(w.dtype)
     b = np.zeros(len(s)) if b is None else b.astype(np.float64)
-    if op == "conv_transpose":
-        # weight [C_in, C_out/g, kh, kw]: output channel g·(C_out/g)+j lives at [i∈g, j]
+    if out_axis == 1:
+        # weight [C_in, C_out/g, …]: output channel g·(C_out/g)+j lives at [i∈g, j]
         c_in, c_out_g = w.shape[:2]
         wg = w.reshape(groups, c_in // groups, c_out_g, *w.shape[2:])
         w = (wg * s_w.reshape(groups, 1, c_out_g, *([1] * (w.ndim - 2)))).reshape(w.shape)
-    else:  # conv [C_out, C_in/g, kh, kw] and linear [out, in]: output channel on axis 0
+    elif out_axis == 0:  # weight [C_out, C_in/g, …]: output channel o at [o]
         w = w * s_w.reshape(-1, *([1] * (w.ndim - 1)))
+    else:
+        raise ValueError(f"a weight's output channels lie on axis 0 or 1, not {out_axis}")
     return w, b * s + t
 
 
-def fold_before(op: str, w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: np.ndarray,
-                groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """BN(s, t) applied to the input of a conv (zero padding), a 1×1 stride-1
-    conv_transpose or a linear: new (W, b) with W' = W·s over input channels and
-    b' = b + Σ W·t (in float64)."""
+def fold_before(w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: np.ndarray,
+                groups: int = 1, out_axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """BN(s, t) applied to the input of a linear map with weight ``w`` (its output
+    channels on ``out_axis``, its input channels on the other of the first two axes),
+    where the kind's ``input_fold_refusal()`` found the fold exact (a conv without
+    padding, a 1×1 stride-1 conv_transpose, a linear): new (W, b) with W' = W·s over
+    input channels and b' = b + Σ W·t (in float64)."""
     s_w = s.astype(w.dtype)
-    if op == "linear":  # [out, in]
+    if out_axis == 0 and w.ndim == 2 and groups == 1:
+        # [out, in]: one matrix product (the einsum below would sum in another order)
         b0 = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
         return w * s_w[None, :], b0 + w.astype(np.float64) @ t
-    if op == "conv":
-        # weight [C_out, C_in/g, kh, kw]; out channel o (group o // (C_out/g)) reads input
+    if out_axis == 0:
+        # weight [C_out, C_in/g, …]; out channel o (group o // (C_out/g)) reads input
         # channels group·(C_in/g) … +C_in/g
         c_out, c_in_g = w.shape[:2]
         b0 = np.zeros(c_out) if b is None else b.astype(np.float64)
@@ -123,14 +132,17 @@ def fold_before(op: str, w: np.ndarray, b: np.ndarray | None, s: np.ndarray, t: 
         shift = np.einsum("goik,gi->go", wg.astype(np.float64),
                           t.reshape(groups, c_in_g)).reshape(c_out)
         return (wg * s_w.reshape(groups, 1, c_in_g, 1)).reshape(w.shape), b0 + shift
-    if op == "conv_transpose":
+    if out_axis == 1:
         # weight [C_in, C_out/g, 1, 1]: each output position gets exactly one tap
         c_in, c_out_g = w.shape[:2]
+        if w[0, 0].size != 1:
+            raise ValueError(f"a BN folds into the input of a [C_in, C_out/g, …] weight only "
+                             f"with one tap, not {list(w.shape[2:])}")
         b0 = np.zeros(c_out_g * groups) if b is None else b.astype(np.float64)
         wg = w.reshape(groups, c_in // groups, c_out_g).astype(np.float64)
         shift = np.einsum("gij,gi->gj", wg, t.reshape(groups, c_in // groups)).reshape(-1)
-        return w * s_w.reshape(-1, 1, 1, 1), b0 + shift
-    raise ValueError(f"cannot fold a BN into the input of {op}")
+        return w * s_w.reshape(-1, *([1] * (w.ndim - 1))), b0 + shift
+    raise ValueError(f"a weight's output channels lie on axis 0 or 1, not {out_axis}")
 
 
 # ----------------------------------------------------------------- the pass
@@ -176,6 +188,14 @@ class _Folder:
     def linear_map(self, name: str) -> bool:
         args = self.g[name].args if name != INPUT else None
         return args is not None and args.linear_map
+
+    def fold(self, formula: Any, name: str, s: np.ndarray, t: np.ndarray) -> None:
+        """``fold_after`` or ``fold_before`` into linear map ``name``, on the axes its
+        kind's ``weight_out_axis`` names."""
+        args: Any = self.g[name].args
+        w, b = formula(self.get(name, "weight"), self.get(name, "bias"), s, t,
+                       getattr(args, "groups", 1), args.weight_out_axis)
+        self.put(name, w, b)
 
     def run(self) -> Plan:
         # dropouts last to first, so that a dropout feeding a removed one sees past it
@@ -235,10 +255,7 @@ class _Folder:
         # a producer that is itself an output must keep its value: nothing folds into it
         if p is not None and self.linear_map(x) and users[x] == [node.name] \
                 and not self.is_output(x):
-            pa: Any = p.args
-            w, b = fold_after(p.op, self.get(x, "weight"), self.get(x, "bias"),  # type: ignore[arg-type]
-                              s, t, getattr(pa, "groups", 1))
-            self.put(x, w, b)
+            self.fold(fold_after, x, s, t)
             self.remove(node.name, x)
             self.plan.report.append(FoldEntry(
                 node.name, "batchnorm", "folded", x,
@@ -258,22 +275,21 @@ class _Folder:
         # 2. into the consumer: BN → conv (no padding) / linear / flatten → linear
         target = self._consumer_target(node, users, why_not)
         if target is not None:
-            c, what = target
-            ca: Any = self.g[c].args
-            if what == "flatten":  # BN over [C, H, W] seen by the linear as C·H·W features
-                hw = int(np.prod(node.shape[1:]))
-                s_in, t_in = np.repeat(s, hw), np.repeat(t, hw)
-            else:
-                s_in, t_in = s, t
-            w, b = fold_before(self.g[c].op, self.get(c, "weight"), self.get(c, "bias"),  # type: ignore[arg-type]
-                               s_in, t_in, getattr(ca, "groups", 1))
-            via = f" through flatten '{users[node.name][0]}'" if what == "flatten" else ""
-            self.put(c, w, b)
+            c, through = target
+            s_in, t_in = s, t
+            via = ""
+            if through is not None:  # BN over [C, H, W] seen by a linear as C·H·W features
+                n = self.g[through]
+                repeat = n.args.channel_repeat(self.g.input_shapes(n))  # type: ignore[union-attr]
+                s_in, t_in = np.repeat(s, repeat), np.repeat(t, repeat)
+                via = f" through {n.op} '{through}'"
+            self.fold(fold_before, c, s_in, t_in)
             self.remove(node.name, x)
+            note = self.g[c].args.input_fold_note  # type: ignore[union-attr]
             self.plan.report.append(FoldEntry(
                 node.name, "batchnorm", "folded", c,
                 f"BN → {self.g[c].op}{via}: the BN's output feeds only '{c}'"
-                + (" (no padding)" if self.g[c].op == "conv" else "")
+                + (f" ({note})" if note else "")
                 + "; its scale folds into the weight's input channels and its shift "
                 "into the bias"))
             return
@@ -288,10 +304,7 @@ class _Folder:
         x = self.plan.source(node.inputs[0])
         gamma = self.w[f"{node.name}.weight"].reshape(-1).astype(np.float64)
         if self.linear_map(x) and self.users[x] == [node.name] and not self.is_output(x):
-            p: Any = self.g[x].args
-            w, b = fold_after(self.g[x].op, self.get(x, "weight"), self.get(x, "bias"),  # type: ignore[arg-type]
-                              gamma, np.zeros_like(gamma), getattr(p, "groups", 1))
-            self.put(x, w, b)
+            self.fold(fold_after, x, gamma, np.zeros_like(gamma))
             self.remove(node.name, x)
             self.plan.report.append(FoldEntry(
                 node.name, "layer_scale", "folded", x,
@@ -307,8 +320,9 @@ class _Folder:
                                           f"{why}: one Mul by γ"))
 
     def _consumer_target(self, node: Node, users: dict[str, list[str]],
-                         why_not: list[str]) -> tuple[str, str] | None:
-        """The layer a BN can fold into from its output side, or None (with why)."""
+                         why_not: list[str]) -> tuple[str, str | None] | None:
+        """The linear map a BN can fold into from its output side and the layer it looks
+        through on the way (a flatten), or None (with why)."""
         mine = users[node.name]
         if self.is_output(node.name):
             why_not.append("it is the network's output")
@@ -318,29 +332,22 @@ class _Folder:
             return None
         c = self.g[mine[0]]
         ca: Any = c.args
-        if c.op == "conv":
-            if pair(ca.padding) != (0, 0):
-                why_not.append(f"it feeds conv '{c.name}' with padding {list(ca.padding)} "
-                               "(a fold would be inexact at the borders)")
-                return None
-            return c.name, "conv"
-        if c.op == "conv_transpose":
-            if pair(ca.k) == (1, 1) and pair(ca.stride) == (1, 1) and pair(ca.pad) == (0, 0):
-                return c.name, "conv_transpose"
-            why_not.append(f"it feeds conv_transpose '{c.name}' that is not 1×1 stride 1 "
-                           "(a fold would be inexact where taps overlap or miss)")
+        if ca.linear_map:
+            refusal = ca.input_fold_refusal()
+            if refusal is None:
+                return c.name, None
+            why_not.append(f"it feeds {c.op} '{c.name}' {refusal}")
             return None
-        if c.op == "linear":
-            if ca.over == "channels" and len(node.shape) != 3:
-                why_not.append(f"it feeds linear '{c.name}'")
-                return None
-            return c.name, "linear"
-        if c.op == "flatten":
+        if ca.channel_repeat(self.g.input_shapes(c)) is not None:
             after = users[c.name]
-            if len(after) == 1 and self.g[after[0]].op == "linear" \
-                    and not self.is_output(c.name):
-                return after[0], "flatten"
-            why_not.append(f"it feeds flatten '{c.name}' that does not feed one linear")
+            if len(after) == 1 and self.linear_map(after[0]) and not self.is_output(c.name):
+                refusal = self.g[after[0]].args.input_fold_refusal()  # type: ignore[union-attr]
+                if refusal is None:
+                    return after[0], c.name
+                why_not.append(f"it feeds {c.op} '{c.name}', then {self.g[after[0]].op} "
+                               f"'{after[0]}' {refusal}")
+                return None
+            why_not.append(f"it feeds {c.op} '{c.name}' that does not feed one linear")
             return None
         why_not.append(f"it feeds {c.op} '{c.name}'")
         return None
