@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from netspec import structures, values
-from netspec.entries import Entry, op_class, parse_entry, unknown_kind
+from netspec.entries import Entry, memo, op_class, unknown_kind
 from netspec.entries import describe as _describe
 from netspec.entries import shown as _shown
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
@@ -90,6 +90,8 @@ class Resolver:
         self.doc = doc
         self.spec = spec
         self.overrides = overrides
+        #: what earlier resolves of ``doc`` read that no var changes
+        self.memo = memo(doc)
         self.nodes: dict[str, Node] = {}
         self.scopes: dict[str, Scope] = {}
         #: (range of node indices, index of the node to register them before)
@@ -311,7 +313,7 @@ class Resolver:
         return self.layer(e, ctx, x, name)
 
     def parse_entry(self, raw: Any, path: Path) -> Entry:
-        return parse_entry(self.doc, raw, path, STRUCTURES, self.spec.blocks)
+        return self.memo.entry(self.doc, raw, path, STRUCTURES, self.spec.blocks)
 
     def unknown_kind(self, e: Entry) -> SpecError:
         return unknown_kind(self.doc, e, [*STRUCTURES, *self.spec.blocks])
@@ -367,7 +369,7 @@ class Resolver:
         return name
 
     def scope(self, path: str, kind: str, label: str, e: Entry) -> None:
-        self.scopes[path] = Scope(path, kind, label, self.doc.pos(e.path))
+        self.scopes[path] = Scope(path, kind, label, self.memo.pos(self.doc, e.path))
 
     # ------------------------------------------------------------------ layers
     def _options(self, e: Entry, ctx: Ctx, cls: type[LayerArgs]) -> tuple[dict, dict]:
@@ -466,5 +468,5 @@ class Resolver:
             raise SpecError(f"the network expands to more than {MAX_NODES:,} layers",
                             self.doc.pos(e.path))
         self.nodes[full] = Node(full, model.op, model, tuple(inputs), shape,
-                                self.doc.pos(e.path), note)
+                                self.memo.pos(self.doc, e.path), note)
         return full

@@ -246,7 +246,7 @@ def block(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     ``$in`` bound, its layers walked in a scope of their own."""
     local = r.claim(name or ctx.ns.auto(e.kind), ctx, e)
     blk = r.spec.blocks[e.kind]
-    use_pos = r.doc.pos(e.path)
+    use_pos = r.memo.pos(r.doc, e.path)
     chain = [b for b, _ in ctx.stack]
     if e.kind in chain:
         cycle = " → ".join([*chain[chain.index(e.kind):], e.kind])
