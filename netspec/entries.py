@@ -2,18 +2,16 @@
 ``relu``, ``norm: batch`` (a shorthand), with the document path of every option.
 
 Shared by the resolver and by the lint pass, which reads every entry without
-resolving anything. :class:`Memo` keeps what the resolver reads of a Document that no
-var changes, for a search that resolves it again and again (``netspec fit``).
+resolving anything.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from netspec.errors import Pos, SpecError, did_you_mean
+from netspec.errors import SpecError, did_you_mean
 from netspec.kinds import FAMILIES, KIND_HINTS, SPEC_KINDS, LayerArgs
 from netspec.yaml_loader import Document, Path
 
@@ -98,59 +96,3 @@ def parse_entry(doc: Document, raw: Any, path: Path, structures: Collection[str]
                         f"{', '.join(keys)}{hint}", doc.key((*path, keys[1])))
     raise SpecError(f"a layer is a kind name or a one-key mapping, not {describe(raw)}",
                     doc.pos(path))
-
-
-class Memo:
-    """What resolving one Document reads that no var changes: how each entry's options
-    are laid out (its kind, the document path of each option) and the entries'
-    positions. ``netspec fit`` resolves the same Document thousands of times with only
-    vars changing; this reads each entry once.
-
-    Only what the keys and the path decide is kept: each call takes the option values
-    from the entry as it is now and gives a new :class:`Entry` (the resolver takes
-    ``as``, ``repeat``… off its args). Errors are not kept: a bad entry is read again,
-    and raises again."""
-
-    __slots__ = ("_layouts", "_positions")
-
-    def __init__(self) -> None:
-        #: path → (the entry read there, its kind, the kind's path, the options' paths)
-        self._layouts: dict[Path, tuple[dict[str, Any], str, Path, dict[str, Path]]] = {}
-        self._positions: dict[Path, Pos] = {}
-
-    def entry(self, doc: Document, raw: Any, path: Path, structures: Collection[str],
-              blocks: Collection[str]) -> Entry:
-        """:func:`parse_entry`'s result, with the layout of a ``kind: {options}`` entry
-        read once: the same entry (``is``) with the same option keys has the same paths
-        (the order of ``paths`` is never read, only its keys)."""
-        layout = self._layouts.get(path)
-        if layout is not None and layout[0] is raw and len(raw) == 1:
-            _, kind, kind_path, paths = layout
-            options = raw.get(kind)
-            if isinstance(options, dict) and options.keys() == paths.keys():
-                return Entry(kind, dict(options), dict(paths), path, kind_path)
-        e = parse_entry(doc, raw, path, structures, blocks)
-        if isinstance(raw, dict) and isinstance(raw.get(e.kind), dict):
-            self._layouts[path] = (raw, e.kind, e.kind_path, dict(e.paths))
-        return e
-
-    def pos(self, doc: Document, path: Path) -> Pos:
-        """``doc.pos(path)``, looked up once per path (a Document's positions are those
-        of its text, which never changes)."""
-        found = self._positions.get(path)
-        if found is None:
-            found = self._positions[path] = doc.pos(path)
-        return found
-
-
-_MEMOS: dict[int, Memo] = {}
-
-
-def memo(doc: Document) -> Memo:
-    """``doc``'s memo: made on first use, dropped when ``doc`` is garbage-collected
-    (a Document is not hashable, so it is kept by identity)."""
-    found = _MEMOS.get(id(doc))
-    if found is None:
-        found = _MEMOS[id(doc)] = Memo()
-        weakref.finalize(doc, _MEMOS.pop, id(doc), None)
-    return found
