@@ -10,7 +10,6 @@ reports and pictures can group by them; backends need only the nodes.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -109,6 +108,8 @@ class Graph:
 
     @property
     def spec_sha256(self) -> str:
+        import hashlib  # here, not at the top: OpenSSL's load is 4 ms of `netspec params`
+
         return hashlib.sha256(self.spec_text.encode("utf-8")).hexdigest()
 
     def input_shapes(self, node: Node) -> list[Shape]:
