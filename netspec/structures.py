@@ -108,7 +108,6 @@ def residual(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
                         r.doc.pos(e.paths["shortcut_first"]))
     start = len(r.nodes)
     y = r.sequence(e.args["body"], e.paths["body"], ctx, x)
-    body = list(r.nodes.values())[start:]
     body_end = len(r.nodes)
     shortcut = r.value(e.args.get("shortcut", "auto"), e.paths.get("shortcut", e.path),
                        ctx.env)
@@ -123,6 +122,8 @@ def residual(r: Resolver, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
                 r.doc.pos(e.paths["shortcut"]) if "shortcut" in e.paths
                 else r.doc.key(e.kind_path))
     elif shortcut == "auto":
+        # the body's nodes listed only here: most residuals take the identity
+        body = list(r.nodes.values())[start:body_end]
         s, note = _projection(r, e, ctx, x, y, body)
     elif isinstance(e.args["shortcut"], list | dict):
         scope = join(ctx.scope, ctx.ns.numbered("shortcut"))
