@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netspec.graph import Graph, Node
-from netspec.totals import Counts, InputShapes, count, total
+from netspec.totals import Counts, count, input_shapes, total
 
 __all__ = ["Counts", "NodeCount", "count", "node_count", "node_counts", "total"]
 
@@ -23,7 +23,7 @@ class NodeCount:
 
 def node_count(graph: Graph, node: Node) -> NodeCount:
     assert node.args is not None
-    ins = InputShapes(graph, node)
+    ins = input_shapes(graph, node)
     return NodeCount(
         node=node,
         params=total(node.args.param_shapes(ins)),

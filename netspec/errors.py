@@ -7,7 +7,6 @@ Anything else that escapes is a bug in netspec.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -93,6 +92,8 @@ SYNONYMS = {
 def did_you_mean(word: str, choices: Iterable[str], sigil: str = "") -> str:
     """A ' (did you mean X?)' suffix, or '' when nothing is close. ``sigil`` is written
     before the suggestion as the user writes it: ``$`` for a var."""
+    import difflib  # here, not at the top: only a mistake needs it
+
     options = sorted(choices)
     word = str(word)
     # compared in lower case too: PyTorch's class names (ReLU, Kernel_Size)

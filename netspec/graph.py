@@ -10,7 +10,6 @@ reports and pictures can group by them; backends need only the nodes.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -109,6 +108,8 @@ class Graph:
 
     @property
     def spec_sha256(self) -> str:
+        import hashlib  # here, not at the top: OpenSSL's load is 4 ms of `netspec params`
+
         return hashlib.sha256(self.spec_text.encode("utf-8")).hexdigest()
 
     def input_shapes(self, node: Node) -> list[Shape]:
@@ -161,6 +162,8 @@ class Graph:
         paths — no atom torch modules use for themselves, no layer inside another."""
         problems: list[SpecError] = []
         seen: set[str] = set()
+        #: per scope, what its layers' names share (a scope holds many layers)
+        scopes: dict[str, tuple[list[str], list[str]]] = {}
         for node in self.nodes.values():
             if node.op != INPUT and node.op not in REGISTRY:
                 problems.append(SpecError(f"layer '{node.name}': unknown op {node.op!r}",
@@ -170,16 +173,17 @@ class Graph:
                 if i not in seen:
                     problems.append(SpecError(f"layer '{node.name}' reads '{i}', which is "
                                               "not an earlier layer", node.pos))
-            for atom in node.name.split("."):
-                if node.op != INPUT and (atom.startswith("_") or atom in RESERVED_NAMES):
-                    problems.append(SpecError(f"layer name '{node.name}': '{atom}' is "
+            scope, _, atom = node.name.rpartition(".")
+            if scope not in scopes:
+                scopes[scope] = self._scope_names(scope)
+            reserved, holders = scopes[scope]
+            if node.op != INPUT:
+                for bad in (*reserved, atom) if _reserved(atom) else reserved:
+                    problems.append(SpecError(f"layer name '{node.name}': '{bad}' is "
                                               "reserved (torch modules use it)", node.pos))
-            scope = node.name
-            while "." in scope:
-                scope = scope.rpartition(".")[0]
-                if scope in self.nodes:
-                    problems.append(SpecError(f"layer name '{node.name}' puts a layer inside "
-                                              f"layer '{scope}'", node.pos))
+            for holder in holders:
+                problems.append(SpecError(f"layer name '{node.name}' puts a layer inside "
+                                          f"layer '{holder}'", node.pos))
             seen.add(node.name)
         for o in self.outputs:
             if o not in self.nodes:
@@ -189,9 +193,28 @@ class Graph:
             problems.append(SpecError("the registration order is not the layers' names"))
         return problems
 
+    def _scope_names(self, scope: str) -> tuple[list[str], list[str]]:
+        """For the layers of ``scope`` (a dotted name, "" at top level): its atoms that are
+        reserved, in order, and the layers it lies in, innermost first."""
+        if not scope:
+            return [], []
+        reserved = [atom for atom in scope.split(".") if _reserved(atom)]
+        holders = []
+        while True:
+            if scope in self.nodes:
+                holders.append(scope)
+            if "." not in scope:
+                return reserved, holders
+            scope = scope.rpartition(".")[0]
+
     def params(self) -> Counts:
         """Parameters, trainable parameters, buffer values and MACs (netspec/totals.py)."""
         return count(self)
+
+
+def _reserved(atom: str) -> bool:
+    """A name torch modules use for themselves, which no part of a layer's name may be."""
+    return atom.startswith("_") or atom in RESERVED_NAMES
 
 
 def live_nodes(nodes: dict[str, Node], outputs: tuple[str, ...]) -> set[str]:

@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from netspec import structures, values
-from netspec.entries import Entry, op_class, parse_entry, unknown_kind
+from netspec.entries import COMMON_KEYS, Entry, op_class, unknown_kind
 from netspec.entries import describe as _describe
 from netspec.entries import shown as _shown
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
@@ -40,6 +40,7 @@ from netspec.graph import INPUT, Graph, Node, Scope, live_nodes
 from netspec.kinds import NORM_KINDS, LayerArgs, Shape, ShapeError
 from netspec.kinds.base import fmt_shape
 from netspec.kinds.split import Split
+from netspec.memo import memo
 from netspec.names import BLOCK_INPUT, Namespace, join, name_problem
 from netspec.spec import IDENTIFIER, SpecModel, errors_from_pydantic
 from netspec.structures import MAX_REPEAT, STRUCTURES, Ctx
@@ -65,6 +66,8 @@ class Resolver:
         self.doc = doc
         self.spec = spec
         self.overrides = overrides
+        #: what earlier resolves of ``doc`` read that no var changes
+        self.memo = memo(doc)
         self.nodes: dict[str, Node] = {}
         self.scopes: dict[str, Scope] = {}
         #: (range of node indices, index of the node to register them before)
@@ -235,6 +238,8 @@ class Resolver:
         """One entry of a layer list; the range of nodes it makes is recorded for
         ``register_before`` (its own, and an earlier sibling's it names)."""
         e = self.parse_entry(raw, path)
+        if e.args.keys().isdisjoint(COMMON_KEYS):  # most entries: no as, repeat, input…
+            return self.one(e, ctx, x, None)
         start = len(self.nodes)
         before = self._register_before(e, ctx)
         as_name = self._as_name(e, ctx)
@@ -286,7 +291,7 @@ class Resolver:
         return self.layer(e, ctx, x, name)
 
     def parse_entry(self, raw: Any, path: Path) -> Entry:
-        return parse_entry(self.doc, raw, path, STRUCTURES, self.spec.blocks)
+        return self.memo.entry(self.doc, raw, path, STRUCTURES, self.spec.blocks)
 
     def unknown_kind(self, e: Entry) -> SpecError:
         return unknown_kind(self.doc, e, [*STRUCTURES, *self.spec.blocks])
@@ -342,21 +347,23 @@ class Resolver:
         return name
 
     def scope(self, path: str, kind: str, label: str, e: Entry) -> None:
-        self.scopes[path] = Scope(path, kind, label, self.doc.pos(e.path))
+        self.scopes[path] = Scope(path, kind, label, self.memo.pos(self.doc, e.path))
 
     # ------------------------------------------------------------------ layers
     def _options(self, e: Entry, ctx: Ctx, cls: type[LayerArgs]) -> tuple[dict, dict]:
         """The layer's options over its kind's defaults, evaluated, with their paths."""
         args: dict[str, Any] = {}
         paths: dict[str, Path] = {}
+        doc, env, value_of = self.doc, ctx.env, values.value  # every layer of every variant
         defaults = self.spec.defaults.get(e.kind, {})
         for key, value in defaults.items():
             if not cls.accepts(key) and key not in e.args:
                 continue  # a norm default that this norm kind has no use for
             dpath = ("defaults", e.kind, key)
-            args[key], paths[key] = self.value(value, dpath, ctx.env), dpath
+            args[key], paths[key] = value_of(doc, value, dpath, env), dpath
         for key, value in e.args.items():
-            args[key], paths[key] = self.value(value, e.paths[key], ctx.env), e.paths[key]
+            path = e.paths[key]
+            args[key], paths[key] = value_of(doc, value, path, env), path
         return args, paths
 
     def _kind_class(self, e: Entry, ctx: Ctx) -> type[LayerArgs]:
@@ -373,6 +380,8 @@ class Resolver:
         else:
             raise SpecError("norm needs a kind: batch, layer, instance, group or rms "
                             "(e.g. 'norm: batch')", self.doc.key(e.kind_path))
+        if isinstance(value, str) and value in NORM_KINDS:  # norm: batch, no expression
+            return NORM_KINDS[value]
         kind = self.value(value, where, ctx.env)
         if not isinstance(kind, str) or kind not in NORM_KINDS:
             raise SpecError(f"unknown norm kind '{kind}'{did_you_mean(str(kind), NORM_KINDS)}"
@@ -383,7 +392,7 @@ class Resolver:
         cls = self._kind_class(e, ctx)
         args, paths = self._options(e, ctx, cls)
         try:
-            model = cls.model_validate(args)
+            model = self.memo.validated(cls, args)
         except ValidationError as err:
             raise SpecErrors(errors_from_pydantic(
                 err, self.doc, base=e.kind_path, prefix=f"{e.kind}: ", paths=paths,
@@ -425,13 +434,17 @@ class Resolver:
         """A node of ``model`` on ``inputs``, its shape by the kind's rule."""
         self._check_reads(len(inputs), e)
         self.reads += len(inputs)
+        nodes = self.nodes
+        # most layers read one tensor (every layer of every variant a search resolves)
+        shapes = ([nodes[inputs[0]].shape] if len(inputs) == 1
+                  else [nodes[i].shape for i in inputs])
         try:
-            shape = model.out_shape([self.nodes[i].shape for i in inputs])
+            shape = model.out_shape(shapes)
         except ShapeError as err:
             field_path = (paths or {}).get(err.field or "")
             where = self.doc.pos(field_path) if field_path else self.doc.key(e.kind_path)
             raise SpecError(f"{e.kind}: {err}", where) from None
-        if any(d > MAX_DIM for d in shape):
+        if max(shape, default=0) > MAX_DIM:  # sizes are ints: any one over the limit
             raise SpecError(f"{e.kind}: its output [{', '.join(map(_size, shape))}] has a "
                             f"size over the limit of {MAX_DIM:,}", self.doc.key(e.kind_path))
         local = self.claim(name, ctx, e) if name else ctx.ns.auto(model.auto_name)
@@ -441,5 +454,5 @@ class Resolver:
             raise SpecError(f"the network expands to more than {MAX_NODES:,} layers",
                             self.doc.pos(e.path))
         self.nodes[full] = Node(full, model.op, model, tuple(inputs), shape,
-                                self.doc.pos(e.path), note)
+                                self.memo.pos(self.doc, e.path), note)
         return full

@@ -156,7 +156,6 @@ def residual(r: Resolving, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
                         r.doc.pos(e.paths["shortcut_first"]))
     start = len(r.nodes)
     y = r.sequence(e.args["body"], e.paths["body"], ctx, x)
-    body = list(r.nodes.values())[start:]
     body_end = len(r.nodes)
     shortcut = r.value(e.args.get("shortcut", "auto"), e.paths.get("shortcut", e.path),
                        ctx.env)
@@ -171,6 +170,8 @@ def residual(r: Resolving, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
                 r.doc.pos(e.paths["shortcut"]) if "shortcut" in e.paths
                 else r.doc.key(e.kind_path))
     elif shortcut == "auto":
+        # the body's nodes listed only here: most residuals take the identity
+        body = list(r.nodes.values())[start:body_end]
         s, note = _projection(r, e, ctx, x, y, body)
     elif isinstance(e.args["shortcut"], list | dict):
         scope = join(ctx.scope, ctx.ns.numbered("shortcut"))
@@ -294,7 +295,7 @@ def block(r: Resolving, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
     ``$in`` bound, its layers walked in a scope of their own."""
     local = r.claim(name or ctx.ns.auto(e.kind), ctx, e)
     blk = r.spec.blocks[e.kind]
-    use_pos = r.doc.pos(e.path)
+    use_pos = r.memo.pos(r.doc, e.path)
     chain = [b for b, _ in ctx.stack]
     if e.kind in chain:
         cycle = " → ".join([*chain[chain.index(e.kind):], e.kind])

@@ -7,11 +7,12 @@ netspec/count.py, on the floor above, adds each layer's count with its formula."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, overload
 
-from netspec.kinds import LayerArgs, Shape, numel
+from netspec.kinds import LayerArgs, Shape
 
 
 class Layer(Protocol):
@@ -55,7 +56,7 @@ class Counts:
 
 
 def total(shapes: dict[str, Shape]) -> int:
-    return sum(numel(s) for s in shapes.values())
+    return sum(map(math.prod, shapes.values()))  # numel, without a call of ours per tensor
 
 
 class InputShapes(Sequence[Shape]):
@@ -84,17 +85,36 @@ class InputShapes(Sequence[Shape]):
         return self._nodes[self._names[i]].shape
 
 
+def input_shapes(graph: Layers, node: Layer) -> Sequence[Shape]:
+    """What a kind's rules read: most layers read one tensor, whose shape is looked up
+    at once; a merge's through :class:`InputShapes`."""
+    if len(node.inputs) == 1:
+        return (graph.nodes[node.inputs[0]].shape,)
+    return InputShapes(graph, node)
+
+
 def count(graph: Layers) -> Counts:
     """The totals; no per-layer formula text, since a search counts thousands of variants
-    (``netspec fit``)."""
+    (``netspec fit``). A rule a kind leaves to :class:`LayerArgs` (no tensors, no MACs:
+    activations, merges, reshapes) is not called: it would add 0."""
     params = fixed = buffers = macs = 0
     for node in graph.layers:
         args = node.args
         assert args is not None
-        ins = InputShapes(graph, node)
-        p = total(args.param_shapes(ins))
-        params += p
-        fixed += p if args.fixed_params else 0
-        buffers += total(args.buffer_shapes(ins))
-        macs += args.macs(ins, node.shape)
+        kind = type(args)
+        ins = input_shapes(graph, node)
+        if kind.param_shapes is not _NONE_PARAMS:
+            p = total(args.param_shapes(ins))
+            params += p
+            fixed += p if args.fixed_params else 0
+        if kind.buffer_shapes is not _NONE_BUFFERS:
+            buffers += total(args.buffer_shapes(ins))
+        if kind.macs is not _NO_MACS:
+            macs += args.macs(ins, node.shape)
     return Counts(params=params, trainable=params - fixed, buffers=buffers, macs=macs)
+
+
+#: the base class's rules, which every kind that owns no tensors (or does no MACs) keeps
+_NONE_PARAMS = LayerArgs.param_shapes
+_NONE_BUFFERS = LayerArgs.buffer_shapes
+_NO_MACS = LayerArgs.macs

@@ -8,21 +8,26 @@ from typing import Any
 
 from netspec.entries import shown
 from netspec.errors import SpecError, VarError, did_you_mean
-from netspec.expr import ExprError, evaluate, is_expression
+from netspec.expr import ExprError, compile_expression, evaluate, is_expression
 from netspec.spec import SpecModel
 from netspec.yaml_loader import Document, Path
 
 
 def value(doc: Document, v: Any, path: Path, env: dict[str, Any]) -> Any:
     """``v`` with its ``$`` expressions evaluated; an error points into the expression."""
+    # is_expression and evaluate written out: a spec's every option passes here, in
+    # every variant a search resolves
+    if isinstance(v, str):
+        if "$" not in v:
+            return v
+        try:
+            return compile_expression(v)(env)
+        except ExprError as e:
+            raise SpecError(f"in {shown(v, True)}: {e}",
+                            doc.expr_pos(path, e.offset)) from None
     if isinstance(v, list):
         return [value(doc, x, (*path, i), env) for i, x in enumerate(v)]
-    if not is_expression(v):
-        return v
-    try:
-        return evaluate(v, env)
-    except ExprError as e:
-        raise SpecError(f"in {shown(v, True)}: {e}", doc.expr_pos(path, e.offset)) from None
+    return v
 
 
 def _override(v: Any, env: dict[str, Any]) -> Any:

@@ -34,7 +34,7 @@ FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "netspec.io", "netspec.npy", "netspec.preprocess",
     )),
     ("front end", (
-        "netspec.yaml_loader", "netspec.spec", "netspec.entries", "netspec.values",
+        "netspec.yaml_loader", "netspec.spec", "netspec.entries", "netspec.memo", "netspec.values",
         "netspec.lint", "netspec.structures", "netspec.resolve", "netspec.totals",
         "netspec.graph", "netspec.fit_ranges", "netspec.load", "netspec.json_schema",
     )),

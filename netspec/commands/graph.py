@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 from pathlib import Path
 
 from netspec.commands.common import add_spec_args, load_graph
@@ -62,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         atomic_write(out, to_dot(graph, depth, fold).encode("utf-8"))
     else:
         assert dot is not None
+        import subprocess  # here, not at the top: every command imports this module
+
         try:
             proc = subprocess.run([dot, f"-T{fmt}"], input=to_dot(graph, depth, fold).encode(),
                                   capture_output=True, timeout=DOT_TIMEOUT_S, check=False)

@@ -183,7 +183,11 @@ class LayerArgs(BaseModel):
     @classmethod
     def accepts(cls, key: str) -> bool:
         """Whether ``key`` is an option of this kind, by its spec name or field name."""
-        return key in cls.option_fields() or key in cls.model_fields
+        keys = cls.__dict__.get("_accepted")
+        if keys is None:  # once per kind, as option_fields: resolve asks for every layer
+            keys = frozenset(cls.option_fields()) | frozenset(cls.model_fields)
+            type.__setattr__(cls, "_accepted", keys)
+        return key in keys
 
     def registers_first(self) -> bool:
         """Whether its tensors register before the rest of its scope's (see LayerScale)."""

@@ -68,15 +68,15 @@ class Conv(LayerArgs):
         c, h, w = self.check_input(inputs)
         self._check_groups(c)
         k, s, d, p = pair(self.k), pair(self.stride), pair(self.dilation), self.padding
-        size = []
-        for n, ki, si, di, pi in zip((h, w), k, s, d, p, strict=True):
-            o = (n + 2 * pi - di * (ki - 1) - 1) // si + 1
-            if o < 1:
-                raise ShapeError(
-                    f"kernel {ki} (dilation {di}, pad {pi}) is larger than the "
-                    f"{fmt_shape(inputs[0])} input", "k")
-            size.append(o)
-        return (self.out, size[0], size[1])
+        # the two axes written out, not a loop: a search resolves every conv thousands
+        # of times (netspec fit)
+        size = ((h + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1,
+                (w + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1)
+        if min(size) < 1:
+            i = 0 if size[0] < 1 else 1
+            raise ShapeError(f"kernel {k[i]} (dilation {d[i]}, pad {p[i]}) is larger than "
+                             f"the {fmt_shape(inputs[0])} input", "k")
+        return (self.out, *size)
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         c_in = inputs[0][0]
