@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from netspec.errors import SpecError, did_you_mean
-from netspec.kinds import FAMILIES, KIND_HINTS, SPEC_KINDS, LayerArgs
+from netspec.kinds import FAMILIES, KIND_HINTS, SPEC_KINDS, LayerArgs, family_members
 from netspec.yaml_loader import Document, Path
 
 #: keys any entry may carry beside its kind's own options
@@ -81,8 +81,9 @@ def parse_entry(doc: Document, raw: Any, path: Path, structures: Collection[str]
         cls = op_class(kind, {})
         if cls is None and kind not in structures and kind not in blocks:
             raise unknown_kind(doc, Entry(kind, {}, {}, path, kpath), [*structures, *blocks])
-        if cls is not None and cls.shorthand:
-            return Entry(kind, {cls.shorthand: value}, {cls.shorthand: kpath}, path, kpath)
+        shorthand = "kind" if family_members(kind) else cls.shorthand if cls else None
+        if shorthand:
+            return Entry(kind, {shorthand: value}, {shorthand: kpath}, path, kpath)
         if cls is not None and cls.shorthand_refusal:
             raise SpecError(f"{kind}: {cls.shorthand_refusal}", doc.pos(kpath))
         raise SpecError(f"{kind} takes a mapping of options, not {describe(value)}",

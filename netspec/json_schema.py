@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from netspec.expr import FUNCTIONS
-from netspec.kinds import FAMILIES, NORM_KINDS, SPEC_KINDS
+from netspec.kinds import FAMILIES, SPEC_KINDS, family_members
 from netspec.spec import SpecModel
 
 EXPRESSION = {"type": "string", "pattern": r"\$",
@@ -38,6 +38,19 @@ def _options(schema: dict[str, Any]) -> dict[str, Any]:
             **({"description": schema["description"]} if schema.get("description") else {})}
 
 
+def _family(name: str, members: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A family's options (every member's, the first definition of each kept) with its
+    ``kind``; a bare value is the kind: ``norm: batch``, ``act: silu``."""
+    props: dict[str, Any] = {}
+    for cls in members.values():
+        for key, p in _options(cls.model_json_schema(by_alias=True))["properties"].items():
+            props.setdefault(key, p)
+    props["kind"] = {"enum": list(members)}
+    options = {"type": "object", "properties": props, "required": ["kind"],
+               "additionalProperties": False}
+    return options, {"anyOf": [{"enum": list(members)}, {"$ref": f"#/$defs/{name}"}]}
+
+
 def _layer_list() -> dict[str, Any]:
     return {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/layer"}}
 
@@ -47,20 +60,14 @@ def spec_schema() -> dict[str, Any]:
     defs: dict[str, Any] = top.pop("$defs", {})
     kinds: dict[str, Any] = {}
     for op in SPEC_KINDS:
-        if op == "norm":
+        members = family_members(op)
+        if members is not None:
+            defs[op], kinds[op] = _family(op, members)
             continue
         cls = FAMILIES[op][None]
         kinds[op] = {"anyOf": [{"$ref": f"#/$defs/{op}"}, {"type": "null"}]
                      + ([{"type": ["string", "number", "array"]}] if cls.shorthand else [])}
         defs[op] = _options(cls.model_json_schema(by_alias=True))
-    norm_props: dict[str, Any] = {}
-    for cls in NORM_KINDS.values():
-        for name, p in _options(cls.model_json_schema())["properties"].items():
-            norm_props.setdefault(name, p)
-    norm_props["kind"] = {"enum": list(NORM_KINDS)}
-    defs["norm"] = {"type": "object", "properties": norm_props, "required": ["kind"],
-                    "additionalProperties": False}
-    kinds["norm"] = {"anyOf": [{"enum": list(NORM_KINDS)}, {"$ref": "#/$defs/norm"}]}
     body = {"anyOf": [_layer_list(), {"$ref": "#/$defs/layer"}]}
     kinds["residual"] = {"type": "object", "required": ["body"], "additionalProperties": False,
                          "properties": {"body": body,

@@ -9,7 +9,7 @@ from typing import Any
 
 from netspec.entries import COMMON_KEYS, parse_entry, unknown_kind
 from netspec.errors import SpecError, did_you_mean
-from netspec.kinds import FAMILIES, NORM_KINDS, SPEC_KINDS
+from netspec.kinds import FAMILIES, SPEC_KINDS, family_members
 from netspec.spec import SpecModel
 from netspec.structures import STRUCTURES
 from netspec.yaml_loader import Document, Path
@@ -21,6 +21,8 @@ def check_defaults(doc: Document, spec: SpecModel) -> list[SpecError]:
     for kind, options in spec.defaults.items():
         if kind in FAMILIES:
             fields = set().union(*(c.option_names() for c in FAMILIES[kind].values()))
+            if family_members(kind):
+                fields.add("kind")
         else:
             errors.append(SpecError(
                 f"defaults: unknown layer kind '{kind}'{did_you_mean(kind, SPEC_KINDS)}",
@@ -68,10 +70,11 @@ def lint_layers(doc: Document, spec: SpecModel) -> list[SpecError]:
                         for j, branch in enumerate(own[key]):
                             if branch != "identity":
                                 walk(branch, (*e.paths[key], j))
-            elif e.kind == "norm":
-                cls = NORM_KINDS.get(str(own.get("kind")))
-                known = cls.option_names() if cls else None
-                what = f"norm {own.get('kind')}: unknown option"
+            elif (members := family_members(e.kind)) is not None:
+                # a member chosen by an expression or a default is checked when resolved
+                cls = members.get(str(own.get("kind")))
+                known = (*dict.fromkeys((*cls.option_names(), "kind")),) if cls else None
+                what = f"{e.kind} {own.get('kind')}: unknown option"
             elif e.kind in FAMILIES:
                 known = FAMILIES[e.kind][None].option_names()
                 what = f"{e.kind}: unknown option"

@@ -26,6 +26,7 @@ block's input), ``name.i`` (copy i of a repeat, part i of a split), ``name.*`` (
 from __future__ import annotations
 
 from collections import ChainMap
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -37,7 +38,7 @@ from netspec.entries import describe as _describe
 from netspec.entries import shown as _shown
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
 from netspec.graph import INPUT, Graph, Node, Scope, live_nodes
-from netspec.kinds import NORM_KINDS, LayerArgs, Shape, ShapeError
+from netspec.kinds import LayerArgs, Shape, ShapeError, family_members
 from netspec.kinds.base import fmt_shape
 from netspec.kinds.split import Split
 from netspec.memo import memo
@@ -53,6 +54,12 @@ MAX_READS = 1_000_000
 #: the largest size of any axis, of the input and of every layer's output: a rule of the
 #: language, so that no shape rule, count or estimate ever works on an unbounded size
 MAX_DIM = 1 << 24
+
+
+def _or_list(names: Iterable[str]) -> str:
+    """``batch, layer or rms``."""
+    *head, last = names
+    return f"{', '.join(head)} or {last}" if head else last
 
 
 def _size(v: int) -> str:
@@ -356,37 +363,43 @@ class Resolver:
         paths: dict[str, Path] = {}
         doc, env, value_of = self.doc, ctx.env, values.value  # every layer of every variant
         defaults = self.spec.defaults.get(e.kind, {})
+        family = family_members(e.kind) is not None
         for key, value in defaults.items():
-            if not cls.accepts(key) and key not in e.args:
-                continue  # a norm default that this norm kind has no use for
+            if not cls.accepts(key) and (key not in e.args or (family and key == "kind")):
+                continue  # a family's default this member has no use for (or its kind)
             dpath = ("defaults", e.kind, key)
             args[key], paths[key] = value_of(doc, value, dpath, env), dpath
         for key, value in e.args.items():
+            if key == "kind" and family and not cls.accepts(key):
+                continue  # ``act: {kind: gelu}`` chose the member; gelu has no kind option
             path = e.paths[key]
             args[key], paths[key] = value_of(doc, value, path, env), path
         return args, paths
 
     def _kind_class(self, e: Entry, ctx: Ctx) -> type[LayerArgs]:
-        if e.kind != "norm":
+        members = family_members(e.kind)
+        if members is None:
             cls = op_class(e.kind, e.args)
             if cls is None:
                 raise self.unknown_kind(e)
             return cls
-        default = self.spec.defaults.get("norm", {})
+        # a family (norm, act): its member by ``kind``, from the layer or the defaults
+        default = self.spec.defaults.get(e.kind, {})
         if "kind" in e.args:
             value, where = e.args["kind"], e.paths["kind"]
         elif "kind" in default:
-            value, where = default["kind"], ("defaults", "norm", "kind")
+            value, where = default["kind"], ("defaults", e.kind, "kind")
         else:
-            raise SpecError("norm needs a kind: batch, layer, instance, group or rms "
-                            "(e.g. 'norm: batch')", self.doc.key(e.kind_path))
-        if isinstance(value, str) and value in NORM_KINDS:  # norm: batch, no expression
-            return NORM_KINDS[value]
+            first = next(iter(members))
+            raise SpecError(f"{e.kind} needs a kind: {_or_list(members)} (e.g. "
+                            f"'{e.kind}: {first}')", self.doc.key(e.kind_path))
+        if isinstance(value, str) and value in members:  # norm: batch, no expression
+            return members[value]
         kind = self.value(value, where, ctx.env)
-        if not isinstance(kind, str) or kind not in NORM_KINDS:
-            raise SpecError(f"unknown norm kind '{kind}'{did_you_mean(str(kind), NORM_KINDS)}"
-                            f"; expected one of: {', '.join(NORM_KINDS)}", self.doc.pos(where))
-        return NORM_KINDS[kind]
+        if not isinstance(kind, str) or kind not in members:
+            raise SpecError(f"unknown {e.kind} kind '{kind}'{did_you_mean(str(kind), members)}"
+                            f"; expected one of: {', '.join(members)}", self.doc.pos(where))
+        return members[kind]
 
     def layer(self, e: Entry, ctx: Ctx, x: str, name: str | None) -> str:
         cls = self._kind_class(e, ctx)

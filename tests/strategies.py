@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
-from netspec.kinds import FAMILIES, NORM_KINDS, SPEC_KINDS, ShapeError
+from netspec.kinds import FAMILIES, NORM_KINDS, SPEC_KINDS, LayerArgs, ShapeError, family_members
 
 Shape = tuple[int, ...]
 
@@ -55,24 +55,33 @@ SAMPLED = tuple(k for k in SPEC_KINDS if k not in DEDICATED and k not in MERGES)
 SINGLE_NODE = tuple(k for k in (*DEDICATED, *SAMPLED) if k != "split")
 ACTIVATIONS = ("gelu", "leaky_relu")
 NORM_FIELDS = {k: set(c.option_names()) for k, c in NORM_KINDS.items()}
-SHORTHAND = {k: c.shorthand for k, f in FAMILIES.items() for c in f.values() if c.shorthand}
+#: a family's bare value is its kind (``act: silu``); a single kind's, its shorthand
+SHORTHAND = {k: "kind" if family_members(k) else c.shorthand
+             for k, f in FAMILIES.items() for c in f.values() if c.shorthand or family_members(k)}
+
+
+def members(kind: str) -> list[tuple[str | None, type[LayerArgs]]]:
+    """A spec kind's classes: a family's members with the ``kind`` that names each (``act``
+    → relu, gelu, …), or the one class of a single kind (under None)."""
+    return list(FAMILIES[kind].items())
 
 
 def sampled_options(kind: str, shape: Shape) -> list[tuple[dict[str, Any], Shape]]:
     """The kind's declared samples that its own shape rule accepts on ``shape``, with
     the output shape each gives."""
-    cls = FAMILIES[kind][None]
-    if len(shape) not in cls.ranks:
-        return []
     out = []
-    for options in cls.samples:
-        try:
-            y = cls.model_validate(options).out_shape([shape])
-        except (ShapeError, ValueError):
+    for key, cls in members(kind):
+        if len(shape) not in cls.ranks:
             continue
-        if len(y) == 3 and (y[0] > MAX_CH or y[1] > MAX_HW or y[2] > MAX_HW):
-            continue
-        out.append((dict(options), y))
+        for options in cls.samples:
+            try:
+                y = cls.model_validate(options).out_shape([shape])
+            except (ShapeError, ValueError):
+                continue
+            if len(y) == 3 and (y[0] > MAX_CH or y[1] > MAX_HW or y[2] > MAX_HW):
+                continue
+            named = {} if key is None else {"kind": key}  # a family's member, by its kind
+            out.append(({**named, **options}, y))
     return out
 
 _MISSING: Any = object()
@@ -726,11 +735,11 @@ class Gen:
 
             return {"conv": conv}, conv_rule
         if choice == "norm":
-            # (no instance norm: a block may be used where H·W is 1)
-            kinds = ["batch", "layer", "rms"] + (["group"] if rank == 3 else [])
-            k = d(st.sampled_from(kinds))
-            return ({"norm": {"kind": k, "groups": 1}} if k == "group" else {"norm": k}), \
-                lambda s, env: s
+            # a block may be used where H·W is 1 and its layers may make one channel: no
+            # instance, layer or group norm, which refuse a single value to average
+            # (top-level layers draw those where the shape allows)
+            k = d(st.sampled_from(["batch", "rms"]))
+            return {"norm": k}, lambda s, env: s
         if choice == "act":
             return d(st.sampled_from(list(ACTIVATIONS))), lambda s, env: s
         if choice == "drop":
@@ -848,7 +857,7 @@ def spec_texts(draw: Any, named_skips: bool = True) -> tuple[str, Shape]:
 
 
 RANK1_KINDS = ("linear", "norm", "dropout", *ACTIVATIONS, "flatten",
-               *(k for k in SAMPLED if 1 in FAMILIES[k][None].ranks))
+               *(k for k in SAMPLED if any(1 in c.ranks for _, c in members(k))))
 ALL_KINDS = SINGLE_NODE
 
 

@@ -18,20 +18,37 @@ for _module in pkgutil.iter_modules(__path__):
 #: every op, in the order the kinds are defined
 OPS: dict[str, type[LayerArgs]] = dict(REGISTRY)
 
-#: kinds a spec may name, each with its members told apart by their ``kind`` option
-#: (``norm`` → batch, layer, …); a kind with one member maps it under None
+#: kinds a spec may name, each with its members told apart by their ``kind`` option; a
+#: kind with one member maps it under None. A family is a kind without None: one whose
+#: members share a spec kind (``norm`` → batch, layer, …: each has a ``kind`` option), or
+#: kinds that declare a ``family`` to be named through (``act`` → relu, gelu, …)
 FAMILIES: dict[str, dict[str | None, type[LayerArgs]]] = {}
 for _cls in OPS.values():
     if _cls.spec_kind == _cls.op:
         FAMILIES.setdefault(_cls.spec_kind, {})[None] = _cls
     else:
         FAMILIES.setdefault(_cls.spec_kind, {})[_cls.model_fields["kind"].default] = _cls
+    if _cls.family is not None:
+        FAMILIES.setdefault(_cls.family, {})[_cls.op] = _cls
+
+
+#: the families alone: family → its members by their ``kind`` (``norm`` → batch, …)
+FAMILY_MEMBERS: dict[str, dict[str, type[LayerArgs]]] = {
+    kind: {str(k): c for k, c in members.items()}
+    for kind, members in FAMILIES.items() if None not in members}
+
+
+def family_members(kind: str) -> dict[str, type[LayerArgs]] | None:
+    """A family's members by their ``kind``, or None when ``kind`` is a single kind (or
+    none at all)."""
+    return FAMILY_MEMBERS.get(kind)
+
 
 #: kinds a spec names directly
 SPEC_KINDS: tuple[str, ...] = tuple(sorted(FAMILIES))
 
 #: norm kind name → class: ``norm: batch``
-NORM_KINDS: dict[str, type[LayerArgs]] = {str(k): c for k, c in FAMILIES["norm"].items()}
+NORM_KINDS: dict[str, type[LayerArgs]] = FAMILY_MEMBERS["norm"]
 
 #: what a spec may mean by a kind name it got wrong, beyond spelling (compared in lower
 #: case, so PyTorch's class names hit too)
@@ -52,6 +69,6 @@ KIND_HINTS: dict[str, str] = {
 }
 
 __all__ = [
-    "FAMILIES", "KIND_HINTS", "NORM_KINDS", "OPS", "REGISTRY", "SPEC_KINDS", "LayerArgs",
-    "Shape", "ShapeError", "fmt_shape", "numel",
+    "FAMILIES", "FAMILY_MEMBERS", "KIND_HINTS", "NORM_KINDS", "OPS", "REGISTRY", "SPEC_KINDS",
+    "LayerArgs", "Shape", "ShapeError", "family_members", "fmt_shape", "numel",
 ]

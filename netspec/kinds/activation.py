@@ -9,7 +9,14 @@ from pydantic import Field
 from netspec.kinds.base import Float, LayerArgs, Saved, Shape
 
 
-class ReLU(LayerArgs):
+class _Activation(LayerArgs):
+    """An activation: a spec may also name it through the ``act`` family, ``act: silu``
+    (so that a var or a default chooses it: ``act: $act``)."""
+
+    family = "act"
+
+
+class ReLU(_Activation):
     op = "relu"
     auto_name = "relu"
     inplace_ok = True
@@ -18,13 +25,13 @@ class ReLU(LayerArgs):
         return Saved(inputs=(), output=True)  # its output (its input's, when in place)
 
 
-class ReLU6(LayerArgs):
+class ReLU6(_Activation):
     op = "relu6"
     auto_name = "relu"
     inplace_ok = True
 
 
-class GELU(LayerArgs):
+class GELU(_Activation):
     op = "gelu"
     auto_name = "gelu"
     shorthand = "approximate"
@@ -34,12 +41,12 @@ class GELU(LayerArgs):
     approximate: Literal["none", "tanh"] = "none"
 
 
-class SiLU(LayerArgs):
+class SiLU(_Activation):
     op = "silu"
     auto_name = "silu"
 
 
-class Sigmoid(LayerArgs):
+class Sigmoid(_Activation):
     op = "sigmoid"
     auto_name = "sigmoid"
 
@@ -47,7 +54,7 @@ class Sigmoid(LayerArgs):
         return Saved(inputs=(), output=True)
 
 
-class Tanh(LayerArgs):
+class Tanh(_Activation):
     op = "tanh"
     auto_name = "tanh"
 
@@ -55,7 +62,7 @@ class Tanh(LayerArgs):
         return Saved(inputs=(), output=True)
 
 
-class LeakyReLU(LayerArgs):
+class LeakyReLU(_Activation):
     op = "leaky_relu"
     auto_name = "relu"
     shorthand = "slope"
@@ -65,28 +72,28 @@ class LeakyReLU(LayerArgs):
     slope: Float = Field(default=0.01, ge=0)
 
 
-class Hardswish(LayerArgs):
+class Hardswish(_Activation):
     """x·relu6(x + 3)/6 (MobileNetV3)."""
 
     op = "hardswish"
     auto_name = "hswish"
 
 
-class Hardsigmoid(LayerArgs):
+class Hardsigmoid(_Activation):
     """relu6(x + 3)/6: a piecewise-linear sigmoid (MobileNetV3's squeeze-excitation gate)."""
 
     op = "hardsigmoid"
     auto_name = "hsigmoid"
 
 
-class Mish(LayerArgs):
+class Mish(_Activation):
     """x·tanh(softplus(x))."""
 
     op = "mish"
     auto_name = "mish"
 
 
-class ELU(LayerArgs):
+class ELU(_Activation):
     """x where x > 0, else α·(exp(x) − 1)."""
 
     op = "elu"
@@ -97,7 +104,7 @@ class ELU(LayerArgs):
     alpha: Float = Field(default=1.0, gt=0)
 
 
-class Softplus(LayerArgs):
+class Softplus(_Activation):
     """log(1 + exp(β·x)) / β, a smooth ReLU; where β·x is above ``threshold`` it is x
     itself, as torch computes it (exp would overflow, and the two agree there)."""
 
@@ -120,7 +127,7 @@ class Softmax(LayerArgs):
         return Saved(inputs=(), output=True)
 
 
-class PReLU(LayerArgs):
+class PReLU(_Activation):
     """max(0, x) + a·min(0, x) with learned slopes a: one shared, or one per channel."""
 
     op = "prelu"

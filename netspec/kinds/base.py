@@ -103,7 +103,12 @@ class LayerArgs(BaseModel):
     spec_kind: ClassVar[str]
     #: prefix of automatic names: conv1, bn2, …
     auto_name: ClassVar[str]
-    #: the option a bare scalar or list fills: ``norm: batch`` → ``kind: batch``
+    #: a family a spec may also name this kind through, by its op: ``act: gelu`` (or
+    #: ``act: {kind: gelu, approximate: tanh}``), so that a block or a default can choose
+    #: the activation by a var (``act: $act``)
+    family: ClassVar[str | None] = None
+    #: the option a bare scalar or list fills: ``gelu: tanh`` → ``approximate: tanh``
+    #: (a family's bare value is always its ``kind``: ``norm: batch``)
     shorthand: ClassVar[str | None] = None
     #: why a bare value is refused, when that needs more than "takes a mapping"
     shorthand_refusal: ClassVar[str | None] = None

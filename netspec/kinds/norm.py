@@ -181,12 +181,3 @@ class RMSNorm(_Norm):
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         return {"weight": (self.check_input(inputs)[0],)} if self.affine else {}
-
-
-NORM_KINDS: dict[str, type[_Norm]] = {
-    "batch": BatchNorm,
-    "layer": LayerNorm,
-    "instance": InstanceNorm,
-    "group": GroupNorm,
-    "rms": RMSNorm,
-}
