@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from netspec.entries import COMMON_KEYS, parse_entry, unknown_kind
+from netspec.entries import COMMON_KEYS, unknown_kind
 from netspec.errors import SpecError, did_you_mean
 from netspec.kinds import FAMILIES, SPEC_KINDS, family_members
+from netspec.memo import memo
 from netspec.spec import SpecModel
 from netspec.structures import STRUCTURES
 from netspec.yaml_loader import Document, Path
@@ -43,13 +44,16 @@ def check_defaults(doc: Document, spec: SpecModel) -> list[SpecError]:
 def lint_layers(doc: Document, spec: SpecModel) -> list[SpecError]:
     """Malformed entries, unknown kinds, options and block args in every layer list."""
     errors: list[SpecError] = []
+    # through the Document's memo: the resolver then reads each entry's layout from it,
+    # so the document's entries are walked once, here
+    read = memo(doc).entry
 
     def walk(items: Any, path: Path) -> None:
         entries = items if isinstance(items, list) else [items]
         for i, raw in enumerate(entries):
             here = (*path, i) if isinstance(items, list) else path
             try:
-                e = parse_entry(doc, raw, here, STRUCTURES, spec.blocks)
+                e = read(doc, raw, here, STRUCTURES, spec.blocks)
             except SpecError as err:
                 errors.append(err)
                 continue

@@ -4,6 +4,7 @@ changes (netspec/memo.py): it must never change a Graph or an error."""
 from __future__ import annotations
 
 import gc
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,38 @@ def test_a_memo_goes_with_its_document() -> None:
 def test_load_is_unchanged_by_an_earlier_resolve_of_the_same_text() -> None:
     first = netspec.loads(SPEC, "t.yaml", o=4)
     assert first == netspec.loads(SPEC, "t.yaml", o=4)
+
+
+@pytest.mark.parametrize("spec", ["resnet50", "yolov8n", "efficientnet_b0"])
+def test_export_reads_the_yaml_once_and_walks_each_entry_once(
+        spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`netspec export`: the file is parsed once, and each entry written as a mapping is
+    read into its kind and options once (lint reads it; resolve and every later stage
+    take that reading from the Document's memo)."""
+    import netspec.entries as entries
+    import netspec.yaml_loader as yaml_loader
+    from netspec.cli import main
+
+    texts: list[str] = []
+    parsed: dict[Any, int] = {}
+    load_text, parse_entry = yaml_loader.load_text, entries.parse_entry
+
+    def counting_load(text: str, *args: Any, **kw: Any) -> Document:
+        texts.append(text)
+        return load_text(text, *args, **kw)
+
+    def counting_parse(doc: Document, raw: Any, path: Any, *args: Any) -> Any:
+        if isinstance(raw, dict):
+            parsed[path] = parsed.get(path, 0) + 1
+        return parse_entry(doc, raw, path, *args)
+
+    monkeypatch.setattr(yaml_loader, "load_text", counting_load)
+    for module in list(sys.modules.values()):  # every name it is known by
+        if getattr(module, "__name__", "").startswith("netspec") and \
+                getattr(module, "parse_entry", None) is parse_entry:
+            monkeypatch.setattr(module, "parse_entry", counting_parse)
+    out = tmp_path / f"{spec}.onnx"
+    assert main(["export", str(ROOT / "specs" / f"{spec}.yaml"), "-o", str(out),
+                 "--no-verify"]) == 0
+    assert len(texts) == 1
+    assert parsed and set(parsed.values()) == {1}
