@@ -454,9 +454,7 @@ class Resolver:
         try:
             shape = model.out_shape(shapes)
         except ShapeError as err:
-            field_path = (paths or {}).get(err.field or "")
-            where = self.doc.pos(field_path) if field_path else self.doc.key(e.kind_path)
-            raise SpecError(f"{e.kind}: {err}", where) from None
+            raise structures.shape_error(self.doc, err, e, paths or {}) from None
         if max(shape, default=0) > MAX_DIM:  # sizes are ints: any one over the limit
             raise SpecError(f"{e.kind}: its output [{', '.join(map(_size, shape))}] has a "
                             f"size over the limit of {MAX_DIM:,}", self.doc.key(e.kind_path))

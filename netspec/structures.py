@@ -361,6 +361,13 @@ def repeat(r: Resolving, e: Entry, ctx: Ctx, x: str, as_name: str | None, n: int
     return x
 
 
+def shape_error(doc: Document, err: ShapeError, e: Entry, paths: dict[str, Path]) -> SpecError:
+    """A kind's shape rule refusing, positioned: at the option it names, else the kind."""
+    field_path = paths.get(err.field or "")
+    where = doc.pos(field_path) if field_path else doc.key(e.kind_path)
+    return SpecError(f"{e.kind}: {err}", where)
+
+
 # ---------------------------------------------------------------------------- split
 def split(r: Resolving, model: Split, e: Entry, ctx: Ctx, x: str, name: str | None,
           paths: dict[str, Path]) -> str:
@@ -371,9 +378,7 @@ def split(r: Resolving, model: Split, e: Entry, ctx: Ctx, x: str, name: str | No
     try:
         sizes = model.part_sizes(r.nodes[x].shape[0])
     except ShapeError as err:
-        field_path = paths.get(err.field or "")
-        where = r.doc.pos(field_path) if field_path else r.doc.key(e.kind_path)
-        raise SpecError(f"{e.kind}: {err}", where) from None
+        raise shape_error(r.doc, err, e, paths) from None
     r.scope(scope, "split", f"split {sizes}", e)
     inner = ctx.child(scope)
     parts = tuple(r.add_node(model.part(i), [x], str(i), inner, e, paths=paths)
