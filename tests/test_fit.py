@@ -396,3 +396,11 @@ def test_the_tutorial_shows_what_fit_prints(tmp_path: Path) -> None:
 
 def _untimed(text: str) -> str:
     return re.sub(r"counted in [\d.]+ s", "counted in … s", text).strip()
+
+
+def test_minimise_with_latency_keeps_the_smallest_that_is_fast_enough(
+        capsys: pytest.CaptureFixture[str], small: Path) -> None:
+    code, got, err = _fit(capsys, str(small), "--vary", "width", "--params", "1G",
+                          "--latency", "10s", "--minimise", "macs")
+    assert code == 0, err
+    assert got["vars"]["width"] == 8 and len(got["measured"]) == 1  # the cheapest, at once

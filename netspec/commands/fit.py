@@ -255,6 +255,21 @@ def _measure(counter: Counter, candidates: list[Variant], batch: int,
     return best, [measured[i] for i in sorted(measured)]
 
 
+def _first_within(counter: Counter, candidates: list[Variant], batch: int,
+                  limit: float) -> tuple[Variant | None, list[Variant]]:
+    """With --minimise: the best candidate (smallest in that figure) whose measured
+    latency is within ``limit``, trying them best first, at most MAX_MEASURED."""
+    from netspec.backends.onnx.latency import measure_latency
+
+    measured: list[Variant] = []
+    for v in candidates[:MAX_MEASURED]:
+        ms = measure_latency(counter.graph(v.point), batch)
+        measured.append(Variant(v.vars, v.params, v.macs, v.memory, ms))
+        if ms <= limit:
+            return measured[-1], measured
+    return None, measured
+
+
 # ------------------------------------------------------------------------------- output
 def _figure(metric: str, value: float) -> str:
     if metric == "memory":
@@ -386,9 +401,8 @@ def run(args: argparse.Namespace) -> int:
     chosen, measured = candidates[0], []
     latency = next((b for b in budgets if b.metric == "latency"), None)
     if latency is not None:
-        if args.minimise:
-            candidates = sorted(candidates, key=lambda v: found.order(v), reverse=True)
-        best, measured = _measure(counter, candidates, args.batch or 1, latency.limit)
+        measure = _first_within if args.minimise else _measure
+        best, measured = measure(counter, candidates, args.batch or 1, latency.limit)
         if best is None:
             fastest = min(measured, key=lambda v: v.figure("latency"))
             raise UsageError(f"no variant meets --latency {_limit(latency)}: the fastest "
