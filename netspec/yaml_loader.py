@@ -280,8 +280,40 @@ def _check_nesting(text: str, file: str) -> None:
                                 _mark_pos(file, event.start_mark))
             if isinstance(event, yaml.CollectionStartEvent):
                 open_.append([isinstance(event, yaml.MappingStartEvent), 0])
+    except yaml.MarkedYAMLError as e:
+        # PyYAML 6.0.4 bounds flow nesting itself (at 1,000), and its scanner, looking
+        # ahead for a possible key, meets that bound before the events at our depth are
+        # read: the same refusal, at the collection that goes past MAX_DEPTH
+        if "maximum nesting depth" not in str(e.problem):
+            raise
+        where = _deep_flow(text)
+        mark = e.problem_mark
+        raise SpecError(f"nested deeper than {MAX_DEPTH} levels",
+                        Pos(file, *where) if where else
+                        _mark_pos(file, mark) if mark else Pos(file, 1, 1)) from None
     finally:
         loader.dispose()
+
+
+def _deep_flow(text: str) -> tuple[int, int] | None:
+    """Line and column of the first ``[`` or ``{`` that opens a collection deeper than
+    MAX_DEPTH (quoted text skipped), or None when there is none."""
+    depth, line, col, quote = 0, 1, 0, ""
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line, col
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return None
 
 
 def _indentation(e: yaml.MarkedYAMLError, text: str) -> str | None:
