@@ -417,8 +417,10 @@ def run(args: argparse.Namespace) -> int:
         graph = resolve_document(written, sets)
         counts = graph.params()
         # the file must be what was reported: counted again from its own text
-        assert (counts.params, counts.macs) == (chosen.params, chosen.macs), \
-            "the written spec counts differently from the variant"
+        if (counts.params, counts.macs) != (chosen.params, chosen.macs):
+            # a bug of netspec's, never the user's: kept under python -O, unlike an assert
+            raise RuntimeError(f"{out}: the written spec counts {counts.params:,} "
+                               f"parameters, the variant {chosen.params:,}; nothing written")
         atomic_write(out, text.encode("utf-8"), force=args.force)
 
     if args.format == "json":
