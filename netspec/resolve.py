@@ -39,7 +39,7 @@ from netspec.entries import shown as _shown
 from netspec.errors import Pos, SpecError, SpecErrors, did_you_mean
 from netspec.graph import INPUT, Graph, Node, Scope, live_nodes
 from netspec.kinds import LayerArgs, Shape, ShapeError, family_members
-from netspec.kinds.base import fmt_shape
+from netspec.kinds.base import check_rank, fmt_shape
 from netspec.kinds.split import Split
 from netspec.memo import memo
 from netspec.names import BLOCK_INPUT, Namespace, join, name_problem
@@ -452,6 +452,10 @@ class Resolver:
         shapes = ([nodes[inputs[0]].shape] if len(inputs) == 1
                   else [nodes[i].shape for i in inputs])
         try:
+            if any(len(s) not in model.ranks for s in shapes):
+                # tokens reach only the kinds that take them (and a map only those)
+                for s in shapes:
+                    check_rank(model.op, model.ranks, s)
             shape = model.out_shape(shapes)
         except ShapeError as err:
             raise structures.shape_error(self.doc, err, e, paths or {}) from None

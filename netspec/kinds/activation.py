@@ -14,6 +14,8 @@ class _Activation(LayerArgs):
     (so that a var or a default chooses it: ``act: $act``)."""
 
     family = "act"
+    #: element-wise, so tokens too
+    ranks = (1, 2, 3)
 
 
 class ReLU(_Activation):
@@ -132,6 +134,7 @@ class PReLU(_Activation):
 
     op = "prelu"
     auto_name = "prelu"
+    ranks = (1, 3)  # its slopes are per channel, axis 1 of torch's input
     decay = False  # He et al. (2015): decaying the slopes pulls PReLU towards ReLU
     samples = ({}, {"per_channel": True, "init": 0.1})
 

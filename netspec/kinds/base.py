@@ -88,6 +88,29 @@ KEEPS_SIZE, ENDS_SIZE = "keeps the size", "ends the size"
 REGISTRY: "dict[str, type[LayerArgs]]" = {}
 
 
+#: how messages name each rank of input
+RANK_WORDS = {1: "[F] features", 2: "[N, D] tokens", 3: "[C, H, W] map"}
+
+
+def check_rank(op: str, ranks: tuple[int, ...], x: Shape) -> Shape:
+    """``x`` when ``op`` takes its rank, else a ShapeError naming the conversion that
+    would make it one (tokens and maps are converted only explicitly)."""
+    if len(x) in ranks:
+        return x
+    want = " or ".join(RANK_WORDS[r] for r in ranks)
+    got = RANK_WORDS.get(len(x), f"rank-{len(x)}")
+    hint = ""
+    if len(x) == 3 and 2 in ranks:
+        hint = " (add tokens before it)"
+    elif len(x) == 3 and 1 in ranks:
+        hint = " (add flatten before it)"
+    elif len(x) == 2 and 3 in ranks:
+        hint = " (add map: [H, W] before it)"
+    elif len(x) == 2 and 1 in ranks:
+        hint = " (add select: 0 or select: mean before it)"
+    raise ShapeError(f"{op} takes a {want} input, got {got} {fmt_shape(x)}{hint}")
+
+
 class LayerArgs(BaseModel):
     """Base of every layer kind's options."""
 
@@ -114,7 +137,8 @@ class LayerArgs(BaseModel):
     shorthand_refusal: ClassVar[str | None] = None
     #: how many tensors flow in: 1, or None for merges (the current one plus references)
     arity: ClassVar[int | None] = 1
-    #: ranks of input this kind accepts: 1 for [F], 3 for [C, H, W]
+    #: ranks of input this kind accepts: 1 for [F], 2 for [N, D] tokens, 3 for
+    #: [C, H, W]; resolve refuses any other before the shape rule runs
     ranks: ClassVar[tuple[int, ...]] = (1, 3)
 
     # ---- traits: what backends and passes need to know, declared by the kind
@@ -235,11 +259,7 @@ class LayerArgs(BaseModel):
 
     def check_input(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs
-        if len(x) not in self.ranks:
-            want = " or ".join({1: "[F]", 3: "[C, H, W]"}[r] for r in self.ranks)
-            hint = " (add flatten before it)" if 1 in self.ranks and len(x) == 3 else ""
-            raise ShapeError(f"{self.op} takes a {want} input, got {fmt_shape(x)}{hint}")
-        return x
+        return check_rank(self.op, self.ranks, x)
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         return self.check_input(inputs)

@@ -11,12 +11,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from netspec.kinds.base import Float, LayerArgs, Saved, Shape, numel
+from netspec.kinds.base import Float, LayerArgs, Saved, Shape, ShapeError, numel
 
 
 class Dropout(LayerArgs):
     op = "dropout"
     auto_name = "drop"
+    ranks = (1, 2, 3)
     training_only = True
     samples = ({"drop": 0.1}, {"keep": 0.8, "scaling": "classic"},
                {"drop": 0.2, "kind": "channel"}, {"keep": 0.5, "kind": "channel",
@@ -37,6 +38,13 @@ class Dropout(LayerArgs):
         if (self.drop is None) == (self.keep is None):
             raise ValueError("give exactly one of drop or keep")
         return self
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        x = self.check_input(inputs)
+        if self.kind == "channel" and len(x) == 2:
+            raise ShapeError("channel dropout drops whole feature maps, and tokens have "
+                             "none: use kind: element", "kind")
+        return x
 
     def inference_factor(self) -> float:
         return self.p_keep if self.scaling == "classic" else 1.0
@@ -70,6 +78,7 @@ class DropPath(LayerArgs):
 
     op = "drop_path"
     auto_name = "drop_path"
+    ranks = (1, 2, 3)
     training_only = True
     shorthand_refusal = Dropout.shorthand_refusal
     samples = ({"drop": 0.1}, {"keep": 0.9})

@@ -1,4 +1,4 @@
-"""Fully connected layer over a [F] feature vector."""
+"""Fully connected layer over a [F] feature vector, or each of a sequence's tokens."""
 
 from collections.abc import Sequence
 from typing import Literal
@@ -11,6 +11,7 @@ class Linear(LayerArgs):
 
     op = "linear"
     auto_name = "fc"
+    ranks = (1, 2, 3)
     fresh_output = True
     linear_map = True
     samples = ({"out": 5}, {"out": 3, "bias": False}, {"out": 4, "over": "channels"})
@@ -23,6 +24,8 @@ class Linear(LayerArgs):
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs
+        if len(x) == 2:  # tokens [N, D]: the same map on each token's D features
+            return (x[0], self.out)
         if self.over == "channels":
             if len(x) != 3:
                 raise ShapeError(f"linear over channels takes a [C, H, W] input, got "
@@ -34,13 +37,18 @@ class Linear(LayerArgs):
         return (self.out,)
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
-        shapes: dict[str, Shape] = {"weight": (self.out, inputs[0][0])}
+        shapes: dict[str, Shape] = {"weight": (self.out, self.in_features(inputs[0]))}
         if self.bias:
             shapes["bias"] = (self.out,)
         return shapes
 
+    @staticmethod
+    def in_features(x: Shape) -> int:
+        """The features each output reads: F, C, or a token's D."""
+        return x[1] if len(x) == 2 else x[0]
+
     def macs(self, inputs: Sequence[Shape], out: Shape) -> int:
-        return numel(out) * inputs[0][0]
+        return numel(out) * self.in_features(inputs[0])
 
     def formula(self, inputs: Sequence[Shape]) -> str:
-        return f"{inputs[0][0]}·{self.out} + {self.out if self.bias else 0}"
+        return f"{self.in_features(inputs[0])}·{self.out} + {self.out if self.bias else 0}"

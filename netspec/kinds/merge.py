@@ -21,6 +21,7 @@ class _Merge(LayerArgs):
 class Add(_Merge):
     op = "add"
     auto_name = "add"
+    ranks = (1, 2, 3)
     inplace_ok = True
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:

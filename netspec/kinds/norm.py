@@ -78,6 +78,8 @@ class BatchNorm(_Norm):
 class LayerNorm(_Norm):
     op = "layernorm"
     auto_name = "ln"
+    #: on tokens [N, D], each token over its D features (nn.LayerNorm(D)), γ, δ [D]
+    ranks = (1, 2, 3)
 
     kind: Literal["layer"] = "layer"
     #: γ, δ per channel (shape [C]) or per element (shape [C, H, W]), or none
@@ -114,7 +116,10 @@ class LayerNorm(_Norm):
         x = self.check_input(inputs)
         if self.affine == "none":
             return {}
-        shape = x if self.affine == "element" and self.over != "channels" else (x[0],)
+        if len(x) == 2:
+            shape: Shape = (x[1],)
+        else:
+            shape = x if self.affine == "element" and self.over != "channels" else (x[0],)
         return {"weight": shape, "bias": shape}
 
     def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:

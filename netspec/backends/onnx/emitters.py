@@ -76,7 +76,24 @@ def conv_transpose(b: Builder, node: Node) -> None:
          group=a.groups)
 
 
+def _matmul_t(b: Builder, node: Node, x: str, out: str, name: str, weight: str,
+              bias: str | None = None, rows: slice = slice(None), tag: str = "") -> str:
+    """x · Wᵀ (+ b) over the last axis, for inputs of any rank (Gemm takes only [N, F]):
+    W is rows ``rows`` of ``node.weight``, its transpose one initializer (``tag`` names
+    the part)."""
+    w = b.plan.tensors[f"{node.name}.{weight}"][rows]
+    wt = b.const(f"{node.name}.{weight}{tag}/T", np.ascontiguousarray(w.T))
+    bn = f"{node.name}.{bias}" if bias else ""
+    if bn not in b.plan.tensors:
+        return b.op("MatMul", [x, wt], out, name)
+    y = b.op("MatMul", [x, wt], f"{name}/matmul", f"{name}/matmul")
+    return b.op("Add", [y, b.const(f"{bn}{tag}", b.plan.tensors[bn][rows])], out, name)
+
+
 def linear(b: Builder, node: Node) -> None:
+    if len(node.shape) == 2:  # tokens: the same map on each token, [N, D] · Wᵀ
+        _matmul_t(b, node, b.inputs(node)[0], b.out(node), node.name, "weight", "bias")
+        return
     if _args(node).over == "channels":
         # the same map at each position is a 1×1 convolution: weight [out, C, 1, 1]
         name = f"{node.name}.weight"
@@ -167,6 +184,17 @@ def _layernorm_ops(b: Builder, node: Node, axes: list[int], affine: bool,
 def layernorm(b: Builder, node: Node) -> None:
     a = _args(node)
     shape = node.shape
+    if len(shape) == 2:  # tokens: each over its D features, γ, δ [D]
+        d, affine = shape[1], a.affine != "none"
+        if b.opset < ops.LAYERNORM_OPSET:
+            _layernorm_ops(b, node, [2], affine, (d,))
+            return
+        ln = [_gamma(b, node, "weight", 1.0, (d,))]
+        if affine:
+            ln.append(_gamma(b, node, "bias", 0.0, (d,)))
+        b.op("LayerNormalization", [*b.inputs(node), *ln], b.out(node), node.name, axis=-1,
+             epsilon=a.eps)
+        return
     if len(shape) == 3 and a.over == "channels" and b.opset < ops.LAYERNORM_OPSET:
         # over the channels at each position, on [N, C, H, W] as it is: no transposes
         _layernorm_ops(b, node, [1], a.affine != "none", (shape[0], 1, 1))
@@ -249,8 +277,15 @@ def drop_path(b: Builder, node: Node) -> None:
 
 
 def layer_scale(b: Builder, node: Node) -> None:
-    """A layer scale that could not fold into the layer before it: one Mul by γ."""
-    b.op("Mul", [*b.inputs(node), b.param(node, "weight")], b.out(node), node.name)
+    """A layer scale that could not fold into the layer before it: one Mul by γ (a 1-D
+    γ on a map as [C, 1, 1])."""
+    name = f"{node.name}.weight"
+    gamma = b.plan.tensors[name]
+    if len(node.shape) == 3 and gamma.ndim == 1:
+        g = b.const(f"{name}/c11", gamma.reshape(-1, 1, 1))
+    else:
+        g = b.param(node, "weight")  # type: ignore[assignment]
+    b.op("Mul", [*b.inputs(node), g], b.out(node), node.name)
 
 
 # ------------------------------------------------------------------ activations
@@ -398,6 +433,105 @@ def split(b: Builder, node: Node) -> None:
                                     axis=1, split=list(sizes)))
 
 
+# ------------------------------------------------------------------ tokens
+def _i64(b: Builder, name: str, v: Any) -> str:
+    return b.const(name, v, np.int64)
+
+
+def tokens(b: Builder, node: Node) -> None:
+    """[B, C, H, W] → [B, C, H·W] → [B, H·W, C] (H·W read at run time: -1)."""
+    c = node.shape[1]
+    b.chain(node, [("Reshape", ["_", _i64(b, f"{node.name}/shape", [0, c, -1])], {}),
+                   ("Transpose", ["_"], {"perm": [0, 2, 1]})])
+
+
+def to_map(b: Builder, node: Node) -> None:
+    """[B, H·W, D] → [B, D, H·W] → [B, D, H, W]."""
+    b.chain(node, [("Transpose", ["_"], {"perm": [0, 2, 1]}),
+                   ("Reshape", ["_", _i64(b, f"{node.name}/shape", [0, *node.shape])], {})])
+
+
+def _batch_shape(b: Builder, node: Node, x: str, rest: list[int]) -> str:
+    """[B, *rest] as a shape tensor, B read from ``x`` at run time."""
+    n = node.name
+    shape = b.op("Shape", [x], f"{n}/xshape", f"{n}/xshape")
+    batch = b.op("Slice", [shape, _i64(b, f"{n}/0", [0]), _i64(b, f"{n}/1", [1])],
+                 f"{n}/batch", f"{n}/batch")
+    return b.op("Concat", [batch, _i64(b, f"{n}/rest", rest)], f"{n}/shape", f"{n}/shape",
+                axis=0)
+
+
+def class_token(b: Builder, node: Node) -> None:
+    """Concat([the token expanded to [B, 1, D], x]) along the tokens."""
+    (x,) = b.inputs(node)
+    tok = b.param(node, "token")
+    assert tok is not None
+    n = node.name
+    expanded = b.op("Expand", [tok, _batch_shape(b, node, x, [1, node.shape[1]])],
+                    f"{n}/expand", f"{n}/expand")
+    b.op("Concat", [expanded, x], b.out(node), n, axis=1)
+
+
+def pos_embed(b: Builder, node: Node) -> None:
+    b.op("Add", [*b.inputs(node), b.param(node, "weight")], b.out(node), node.name)
+
+
+def select(b: Builder, node: Node) -> None:
+    """One token: Gather on the token axis with a scalar index (the axis goes); the mean
+    of all: ReduceMean over it, not kept."""
+    a = _args(node)
+    (x,) = b.inputs(node)
+    if a.token != "mean":
+        b.op("Gather", [x, _i64(b, f"{node.name}/index", a.token)], b.out(node), node.name,
+             axis=1)
+    elif b.opset >= ops.REDUCE_AXES_INPUT_OPSET:
+        b.op("ReduceMean", [x, _i64(b, f"{node.name}/axes", [1])], b.out(node), node.name,
+             keepdims=0)
+    else:
+        b.op("ReduceMean", [x], b.out(node), node.name, axes=[1], keepdims=0)
+
+
+def attention(b: Builder, node: Node) -> None:
+    """softmax(q·kᵀ / √key_dim)·v per head, as MatMul, Softmax and MatMul: q, k and v
+    each one MatMul by their rows of the qkv weight (no Split, whose form changes at
+    opset 13), heads split by Reshape [B, N, heads, d] and Transpose."""
+    a = _args(node)
+    x_shape = _in_shape(b, node)
+    d = a.features(x_shape)[1]
+    hd, kd = a.sizes(d)
+    h, n = a.heads, node.name
+    (x,) = b.inputs(node)
+    if len(x_shape) == 3:  # a map's positions as tokens
+        x = b.op("Reshape", [x, _i64(b, f"{n}/tokens", [0, d, -1])], f"{n}/flat", f"{n}/flat")
+        x = b.op("Transpose", [x], f"{n}/tokens", f"{n}/tokens", perm=[0, 2, 1])
+
+    def heads(key: str, start: int, size: int, perm: list[int]) -> str:
+        rows = slice(start, start + h * size)
+        y = _matmul_t(b, node, x, f"{n}/{key}", f"{n}/{key}", "qkv.weight", "qkv.bias",
+                      rows, f"[{key}]")
+        y = b.op("Reshape", [y, _i64(b, f"{n}/{key}/heads", [0, -1, h, size])],
+                 f"{n}/{key}/split", f"{n}/{key}/split")
+        return b.op("Transpose", [y], f"{n}/{key}/t", f"{n}/{key}/t", perm=perm)
+
+    q = heads("q", 0, kd, [0, 2, 1, 3])  # [B, h, N, kd]
+    kt = heads("k", h * kd, kd, [0, 2, 3, 1])  # [B, h, kd, N]
+    v = heads("v", 2 * h * kd, hd, [0, 2, 1, 3])  # [B, h, N, hd]
+    q = b.op("Mul", [q, b.const(f"{n}/scale", 1 / math.sqrt(kd))], f"{n}/qs", f"{n}/qs")
+    s = b.op("MatMul", [q, kt], f"{n}/scores", f"{n}/scores")
+    # the last axis: before opset 13 Softmax flattens from ``axis`` on, the same here
+    p = b.op("Softmax", [s], f"{n}/weights", f"{n}/weights", axis=3)
+    o = b.op("MatMul", [p, v], f"{n}/attended", f"{n}/attended")
+    o = b.op("Transpose", [o], f"{n}/joined", f"{n}/joined", perm=[0, 2, 1, 3])
+    o = b.op("Reshape", [o, _i64(b, f"{n}/join", [0, -1, h * hd])], f"{n}/heads",
+             f"{n}/heads")
+    if len(x_shape) == 2:
+        _matmul_t(b, node, o, b.out(node), n, "proj.weight", "proj.bias")
+        return
+    o = _matmul_t(b, node, o, f"{n}/proj", f"{n}/proj", "proj.weight", "proj.bias")
+    o = b.op("Transpose", [o], f"{n}/map", f"{n}/map", perm=[0, 2, 1])
+    b.op("Reshape", [o, _same_shape(b, node, [0, *node.shape])], b.out(node), n)
+
+
 # ------------------------------------------------------------------ pooling
 def _ceil_mode(b: Builder, node: Node, a: WindowPool, dilation: tuple[int, int]) -> int:
     """torch drops a last ceil-mode window that would start in the right padding; ONNX's
@@ -530,6 +664,12 @@ def concat(b: Builder, node: Node) -> None:
 
 
 EMITTERS: dict[str, Emitter] = {
+    "tokens": tokens,
+    "map": to_map,
+    "class_token": class_token,
+    "pos_embed": pos_embed,
+    "select": select,
+    "attention": attention,
     "conv": conv,
     "conv_transpose": conv_transpose,
     "linear": linear,

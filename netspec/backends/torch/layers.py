@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from netspec.backends.torch import tokens
 from netspec.kinds import Shape
 from netspec.kinds.conv import pair
 
@@ -99,13 +100,17 @@ class LayerNormOverChannels(nn.LayerNorm):
 
 
 class LayerScale(nn.Module):
-    """y = γ·x, γ per channel ([C, 1, 1] on images, as torchvision's ConvNeXt)."""
+    """y = γ·x, γ per channel ([C, 1, 1] on images, as torchvision's ConvNeXt; or [C],
+    timm's, viewed as [C, 1, 1]), per feature on [F], per token feature on [N, D]."""
 
-    def __init__(self, shape: Shape, init: float) -> None:
+    def __init__(self, shape: Shape, init: float, rank: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.full(shape, float(init)))
+        self.flat_on_map = rank == 3 and len(shape) == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flat_on_map:
+            return x * self.weight.view(-1, 1, 1)
         return x * self.weight
 
 
@@ -167,8 +172,8 @@ def _layernorm(a: Any, ins: Sequence[Shape]) -> nn.Module:
     x = ins[0]
     if len(x) == 3 and a.over == "channels":
         return LayerNormOverChannels(x[0], eps=a.eps, elementwise_affine=a.affine != "none")
-    if len(x) == 1:
-        return nn.LayerNorm(x[0], eps=a.eps, elementwise_affine=a.affine != "none")
+    if len(x) < 3:  # [F], or each token's [D]
+        return nn.LayerNorm(x[-1], eps=a.eps, elementwise_affine=a.affine != "none")
     if a.affine == "element":
         return nn.LayerNorm(list(x), eps=a.eps)
     # statistics over (C, H, W) per sample with γ, δ per channel is exactly one group
@@ -183,6 +188,12 @@ def _dropout(a: Any, ins: Sequence[Shape]) -> nn.Module:
     return nn.Dropout2d(a.p_drop) if channel else nn.Dropout(a.p_drop)
 
 
+def _attention(a: Any, ins: Sequence[Shape]) -> nn.Module:
+    d = a.features(ins[0])[1]
+    hd, kd = a.sizes(d)
+    return tokens.Attention(d, a.heads, hd, kd, a.qkv_bias, a.out_bias, a.drop)
+
+
 def _window(a: Any) -> dict[str, Any]:
     return {"kernel_size": pair(a.k), "stride": a.strides, "padding": pair(a.pad),
             "ceil_mode": a.ceil}
@@ -191,8 +202,9 @@ def _window(a: Any) -> dict[str, Any]:
 MODULES: dict[str, ModuleFactory] = {
     "conv": _conv,
     "conv_transpose": _conv_transpose,
-    "linear": lambda a, ins: (LinearOverChannels if a.over == "channels" else nn.Linear)(
-        ins[0][0], a.out, bias=a.bias),
+    "linear": lambda a, ins: (
+        LinearOverChannels if a.over == "channels" and len(ins[0]) == 3 else nn.Linear)(
+        a.in_features(ins[0]), a.out, bias=a.bias),
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
     "instancenorm": lambda a, ins: nn.InstanceNorm2d(
@@ -215,7 +227,8 @@ MODULES: dict[str, ModuleFactory] = {
     "softmax": lambda a, ins: nn.Softmax(dim=1),
     "prelu": lambda a, ins: nn.PReLU(ins[0][0] if a.per_channel else 1, init=a.init),
     "shuffle": lambda a, ins: nn.ChannelShuffle(a.groups),
-    "layer_scale": lambda a, ins: LayerScale(a.param_shapes(ins)["weight"], a.init),
+    "layer_scale": lambda a, ins: LayerScale(a.param_shapes(ins)["weight"], a.init,
+                                             len(ins[0])),
     "drop_path": lambda a, ins: DropPath(a.p_drop),
     "dfl": lambda a, ins: DFL(a.bins),
     "maxpool": lambda a, ins: nn.MaxPool2d(dilation=pair(a.dilation), **_window(a)),
@@ -226,6 +239,12 @@ MODULES: dict[str, ModuleFactory] = {
     "upsample": lambda a, ins: nn.Upsample(
         scale_factor=int(a.scale), mode=a.mode,
         align_corners=False if a.mode == "bilinear" else None),
+    "tokens": lambda a, ins: tokens.Tokens(),
+    "map": lambda a, ins: tokens.ToMap(*a.size),
+    "class_token": lambda a, ins: tokens.ClassToken(ins[0][1], a.std),
+    "pos_embed": lambda a, ins: tokens.PosEmbed(*ins[0], a.std),
+    "select": lambda a, ins: tokens.Select(a.token),
+    "attention": _attention,
 }
 
 
