@@ -134,6 +134,17 @@ class Graph:
                 out[f"{node.name}.{key}"] = shape
         return out
 
+    def tensor_owners(self) -> dict[str, str]:
+        """Each parameter's and buffer's state_dict name → its node's name (a tensor's
+        own name may have dots: attention's ``qkv.weight``)."""
+        out: dict[str, str] = {}
+        for node in self.registration():
+            assert node.args is not None
+            ins = self.input_shapes(node)
+            for key in (*node.args.param_shapes(ins), *node.args.buffer_shapes(ins)):
+                out[f"{node.name}.{key}"] = node.name
+        return out
+
     def consumers(self) -> dict[str, list[str]]:
         users: dict[str, list[str]] = {name: [] for name in self.nodes}
         for node in self.nodes.values():

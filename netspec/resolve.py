@@ -214,6 +214,8 @@ class Resolver:
                                 self.doc.pos(("task",)))
             return "features"
         out = shapes[0]
+        if len(out) == 2 and self.spec.task is None:
+            return "features"  # tokens out: an encoder, neither task's scores
         inferred = "classification" if len(out) == 1 else "segmentation"
         task = self.spec.task or inferred
         want = {"classification": 1, "segmentation": 3}[task]
@@ -455,7 +457,7 @@ class Resolver:
             if any(len(s) not in model.ranks for s in shapes):
                 # tokens reach only the kinds that take them (and a map only those)
                 for s in shapes:
-                    check_rank(model.op, model.ranks, s)
+                    check_rank(model.ranks, s)
             shape = model.out_shape(shapes)
         except ShapeError as err:
             raise structures.shape_error(self.doc, err, e, paths or {}) from None

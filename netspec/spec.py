@@ -59,7 +59,7 @@ class SpecModel(BaseModel):
     task: Literal["classification", "segmentation", "features"] | None = Field(
         default=None,
         description="inferred when absent: [K] classification, [K, H, W] segmentation, "
-        "several outputs features",
+        "several outputs (or tokens [N, D]) features",
     )
     outputs: Annotated[list[str], Field(min_length=1, max_length=64)] | None = Field(
         default=None,

@@ -95,7 +95,10 @@ class SingleLayer:
     text: str
     kind: str
     options: dict[str, Any]
+    #: the layer's input: the network's, or with ``tokens_first`` the tokens of the
+    #: network's [C, H, W] input (a spec's input is never tokens: ``tokens`` makes them)
     input_shape: Shape
+    tokens_first: bool = False
 
 
 def divisors(n: int) -> list[int]:
@@ -278,11 +281,15 @@ class Gen:
 
     # ------------------------------------------------------------------ leaf layers
     def leaf_kinds(self, shape: Shape, preserving: bool = False) -> list[str]:
+        # inside a residual body tokens keep their count (a class token would change it)
         sampled = [k for k in SAMPLED
-                   if any(not preserving or len(y) == len(shape)
+                   if any(not preserving or (len(y) == len(shape)
+                                             and (len(y) != 2 or y[0] == shape[0]))
                           for _, y in sampled_options(k, shape))]
         if len(shape) == 1:
             return ["linear", "norm", "dropout", *ACTIVATIONS, "flatten", *sampled]
+        if len(shape) == 2:  # tokens: what takes [N, D]
+            return ["linear", "norm", "dropout", *ACTIVATIONS, *sampled]
         c, h, w = shape
         kinds = ["conv", "conv_transpose", "norm", "dropout", *ACTIVATIONS, "maxpool",
                  "avgpool", "adaptive_avgpool", "global_avgpool", *sampled]
@@ -302,7 +309,7 @@ class Gen:
             o = Opts(self, "linear")
             out = o.take("out", st.integers(1, MAX_OUT))
             o.take("bias", st.booleans(), True)
-            return kind, o, (out,)
+            return kind, o, (shape[0], out) if len(shape) == 2 else (out,)
         if kind == "norm":
             return self._norm(shape, norm_kinds)
         if kind == "dropout":
@@ -429,6 +436,8 @@ class Gen:
         if kinds is None:
             kinds = ["batch", "layer", "rms"] + (["instance", "group"] if len(shape) == 3
                                                  else [])
+        if len(shape) == 2:
+            kinds = ["layer"]  # the one norm of tokens
         if len(shape) == 3 and shape[1] * shape[2] == 1:
             # instance statistics need more than one position (torch refuses [C, 1, 1])
             kinds = [k for k in kinds if k != "instance"]
@@ -449,9 +458,9 @@ class Gen:
             elif "over" in o.preset:  # a default this input cannot take: write it over
                 o.set("over", "channels+space")
             modes: list[Any] = ["channel", "none", True, False]
-            o.take("affine", st.sampled_from(modes if over == "channels"
-                                             else [*modes, "element"]), "channel",
-                   allowed=modes if over == "channels" else None)
+            per_channel = over == "channels" or len(shape) == 2
+            o.take("affine", st.sampled_from(modes if per_channel else [*modes, "element"]),
+                   "channel", allowed=modes if per_channel else None)
         else:
             o.take("affine", st.booleans(), True)
         if k == "group":
@@ -475,7 +484,8 @@ class Gen:
         d = self.d
         choices = ["leaf", "leaf", "leaf", "repeat"]
         if depth < 2:
-            choices += ["residual", "dense"]
+            # tokens have no dense block: concatenation joins channels, not features
+            choices += ["residual", "dense"] if len(shape) != 2 else ["residual"]
         if any(b["rank"] == len(shape) for b in self.blocks.values()):
             choices.append("block")
         if top and self.named_skips and self._skip_targets(shape):
@@ -509,7 +519,7 @@ class Gen:
         d = self.d
         n = d(st.integers(1, 3))
         extra = {**extra, "repeat": self.int_text(n)}
-        if d(st.booleans()):
+        if d(st.booleans()) or len(shape) == 2:
             # a shape-preserving layer, n times over
             kind = d(st.sampled_from(["norm", "dropout", *ACTIVATIONS]))
             spec_kind, o, out = self.leaf(kind, shape)
@@ -554,7 +564,7 @@ class Gen:
         x = shape
         limit = MAX_CH if len(x) == 3 else MAX_F
         valid: list[tuple[str, str]] = []
-        for combine in ("add", "concat"):
+        for combine in ("add", "concat") if len(x) != 2 else ("add",):
             fits = x == y if combine == "add" else x[1:] == y[1:]
             room = combine == "add" or (x[0] if fits else y[0]) + y[0] <= limit
             if fits and room:
@@ -582,7 +592,7 @@ class Gen:
 
     @staticmethod
     def _auto_ok(x: Shape, y: Shape, first_norm: tuple[str, dict[str, Any]] | None) -> bool:
-        if len(x) != len(y):
+        if len(x) != len(y) or len(x) == 2:  # no automatic projection of tokens
             return False
         if first_norm is not None and first_norm[0] == "group" \
                 and y[0] % first_norm[1]["groups"]:
@@ -599,6 +609,8 @@ class Gen:
         out = y[0] if combine == "add" else d(st.integers(1, min(MAX_OUT, limit - y[0])))
         if len(x) == 1:
             return [{"linear": {"out": self.int_text(out)}}], (out,)
+        if len(x) == 2:  # tokens (added only): each token's features projected to y's
+            return [{"linear": {"out": self.int_text(y[1])}}], y
         strides = [_stride_between(a, b) for a, b in zip(x[1:], y[1:], strict=True)]
         layers: list[Any] = []
         conv: dict[str, Any] = {"out": self.int_text(out), "k": 1}
@@ -652,6 +664,8 @@ class Gen:
         for name, s in self.names.items():
             if s == shape:
                 found.append(("add", name))
+            if len(shape) == 2:
+                continue  # tokens are only added: mul and concat take maps and features
             if s == shape or (len(s) == 3 and s == (shape[0], 1, 1)):  # a gate broadcasts
                 found.append(("mul", name))
             if len(s) == len(shape) and s[1:] == shape[1:] \
@@ -829,7 +843,7 @@ class Gen:
         doc: dict[str, Any] = {"netspec": 1, "name": d(st.sampled_from(["net", "t", "my-net"]))}
         if d(st.booleans()):
             doc["description"] = "generated"
-        if d(st.booleans()):
+        if d(st.booleans()) and len(out) != 2:
             doc["task"] = "classification" if len(out) == 1 else "segmentation"
         doc["input"] = [self.int_text(v) for v in shape]
         if self.var_text:
@@ -856,6 +870,8 @@ def spec_texts(draw: Any, named_skips: bool = True) -> tuple[str, Shape]:
     return g.document(shape, layers, out), out
 
 
+#: the ranks each spec kind takes, over its members
+KIND_RANKS = {k: {r for _, c in members(k) for r in c.ranks} for k in SPEC_KINDS}
 RANK1_KINDS = ("linear", "norm", "dropout", *ACTIVATIONS, "flatten",
                *(k for k in SAMPLED if any(1 in c.ranks for _, c in members(k))))
 ALL_KINDS = SINGLE_NODE
@@ -868,18 +884,24 @@ def single_layer_specs(draw: Any, kinds: tuple[str, ...] = ALL_KINDS) -> SingleL
     g = Gen(draw)
     g.draw_vars()
     kind = draw(st.sampled_from(kinds))
-    rank = draw(st.sampled_from([1, 3])) if kind in RANK1_KINDS and kind != "linear" else (
-        1 if kind == "linear" else 3)
+    ranks = [1, 3] if kind in RANK1_KINDS and kind != "linear" else (
+        [1] if kind == "linear" else [3] if 3 in KIND_RANKS[kind] else [])
+    if 2 in KIND_RANKS[kind]:
+        ranks.append(2)
+    rank = draw(st.sampled_from(ranks))
     while True:  # an input the kind takes (a shuffle needs channels its groups divide)
         if rank == 1:
             shape: Shape = (draw(st.integers(1, MAX_IN_F)),)
         else:
             shape = (draw(st.integers(1, MAX_IN_C)), draw(st.integers(1, MAX_IN_HW)),
                      draw(st.integers(1, MAX_IN_HW)))
-        if kind not in SAMPLED or sampled_options(kind, shape):
+        seen = (shape[1] * shape[2], shape[0]) if rank == 2 else shape
+        if kind not in SAMPLED or sampled_options(kind, seen):
             break
     g.draw_defaults([kind, "norm" if kind != "norm" else "conv"])
-    spec_kind, o, out = g.leaf(kind, shape)
+    spec_kind, o, out = g.leaf(kind, seen)
     extra = {"as": "layer"} if draw(st.booleans()) else {}
     layers = [g.render(spec_kind, o, extra)]
-    return SingleLayer(g.document(shape, layers, out), spec_kind, dict(o.eff), shape)
+    if rank == 2:
+        layers.insert(0, "tokens")
+    return SingleLayer(g.document(shape, layers, out), spec_kind, dict(o.eff), seen, rank == 2)

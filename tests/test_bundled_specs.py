@@ -39,8 +39,9 @@ def ordered_shapes(graph: Graph) -> list[tuple[int, ...]]:
     """Each node's parameters then its buffers, in node order: a state_dict's order."""
     params, buffers = graph.param_shapes(), graph.buffer_shapes()
     by_node: dict[str, list[tuple[int, ...]]] = {}
+    owner = graph.tensor_owners()
     for key, shape in (*params.items(), *buffers.items()):  # params first, per node
-        by_node.setdefault(key.rpartition(".")[0], []).append(tuple(shape))
+        by_node.setdefault(owner[key], []).append(tuple(shape))
     out = [shape for node in graph.registration() for shape in by_node.pop(node.name, [])]
     assert not by_node and len(out) == len(params) + len(buffers)
     return out

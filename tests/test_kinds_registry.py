@@ -144,7 +144,7 @@ def test_the_property_generators_draw_every_spec_kind() -> None:
 
     gen = Gen(draw=None)  # only the shape rules are asked, nothing is drawn
     drawn: set[str] = set()
-    for shape in [(8,), (1,), (8, 6, 6), (4, 1, 1), (1, 5, 5), (6, 16, 16)]:
+    for shape in [(8,), (1,), (8, 6, 6), (4, 1, 1), (1, 5, 5), (6, 16, 16), (4, 6)]:
         drawn |= set(gen.leaf_kinds(shape))
         gen.names = {"a": shape, "g": (shape[0], 1, 1) if len(shape) == 3 else shape}
         drawn |= {op for op, _ in gen._skip_targets(shape)}

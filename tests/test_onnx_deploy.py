@@ -282,8 +282,9 @@ def test_dynamic_model_equals_torch_at_any_size(h: int, w: int, case: str) -> No
             assert rel_diff(ours, ref) < 1e-4
 
 
+#: kinds drawn on a [C, H, W] input, or on the tokens of one (``tokens`` first)
 RANK3_KINDS = tuple(k for k in ALL_KINDS if k != "linear"  # drawn on [F] inputs only
-                    and any(3 in c.ranks for c in FAMILIES[k].values()))
+                    and any(r in c.ranks for c in FAMILIES[k].values() for r in (2, 3)))
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -293,10 +294,11 @@ def _pair(v: Any) -> tuple[int, int]:
 def fixes_the_size(node: netspec.Node) -> bool:
     """Whether a layer reading a [C, H, W] map bakes the spec's H, W into the model, by
     the rules written out here: a flatten's feature count; an adaptive pool's windows
-    (except to 1×1); a layer norm's per-element γ; a ceil-mode pool whose last window may
-    start in the right padding at some size (torch drops it, ONNX keeps it)."""
+    (except to 1×1); a layer norm's per-element γ; a map's H, W; a position table's
+    count; a ceil-mode pool whose last window may start in the right padding at some
+    size (torch drops it, ONNX keeps it)."""
     a: Any = node.args
-    if node.op == "flatten":
+    if node.op in ("flatten", "map", "pos_embed"):  # C·H·W features; H, W; N positions
         return True
     if node.op == "adaptive_avgpool":
         return _pair(a.size) != (1, 1)
@@ -324,7 +326,7 @@ def test_symbolic_size_refuses_exactly_what_fixes_it(kind: str, data: st.DataObj
     if len(graph.input_shape) != 3:
         event("input [F]")
         return
-    (node,) = graph.layers
+    node = graph.layers[-1]  # a layer on tokens follows the ``tokens`` that makes them
     if fixes_the_size(node):
         event("refused")
         with pytest.raises(netspec.SpecError) as refused:

@@ -58,17 +58,19 @@ def trained(graph: netspec.Graph, seed: int = 0) -> dict[str, np.ndarray]:
     state = netspec.build(graph).state_dict()
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
+    owner = graph.tensor_owners()
     for k, v in state.items():
         a = v.numpy().copy()
+        node = owner.get(k, k.rpartition(".")[0])  # BN's step counter is no spec tensor
         if k.endswith("running_mean"):
             a = rng.normal(0, 0.5, a.shape)
         elif k.endswith("running_var"):
             a = rng.uniform(0.3, 2.5, a.shape)
-        elif k.endswith(".weight") and graph[k.rpartition(".")[0]].args.is_norm:
+        elif k.endswith(".weight") and graph[node].args.is_norm:
             a = rng.uniform(0.5, 1.5, a.shape) * rng.choice([-1, 1], a.shape)
-        elif k.endswith(".bias") and graph[k.rpartition(".")[0]].args.is_norm:
+        elif k.endswith(".bias") and graph[node].args.is_norm:
             a = rng.normal(0, 0.5, a.shape)
-        elif graph[k.rpartition(".")[0]].op in ("layer_scale", "prelu"):
+        elif graph[node].op in ("layer_scale", "prelu"):
             a = rng.uniform(0.2, 1.5, a.shape)  # far from the 1e-6 / 0.25 they start at
         out[k] = a.astype(v.numpy().dtype)
     return out
@@ -197,6 +199,21 @@ OP_CASES: dict[str, tuple[str, str]] = {
                  "      - [conv: {out: 3, k: 3}, relu]\n      - identity\n"
                  "- parallel: {combine: add, branches: [conv: {out: 9, k: 1}, identity]}",
                  "[4, 5, 5]"),
+    # a ViT in small: patchify, class token, position table, pre-norm attention and MLP
+    # on tokens, the class token out
+    "vit_parts": ("- conv: {out: 8, k: 2, stride: 2, pad: 0}\n- tokens\n- class_token: {std: 0.5}\n"
+                  "- pos_embed\n- norm: {kind: layer, eps: 1e-6}\n- attention: 2\n"
+                  "- attention: {heads: 2, key_dim: 2, head_dim: 3, qkv_bias: false}\n"
+                  "- layer_scale: 0.5\n- linear: {out: 12}\n- gelu: tanh\n"
+                  "- dropout: {drop: 0.1}\n- linear: {out: 8, bias: false}\n"
+                  "- layer_scale: {init: 0.3}\n- norm: {kind: layer, affine: none}\n"
+                  "- select: 0", "[3, 6, 6]"),
+    # attention over a map's positions; tokens back to a map; the mean token
+    "attention_on_maps": ("- attention: {heads: 2, dim: 8, out_bias: false, as: a}\n"
+                          "- tokens\n- linear: {out: 6}\n- map: [4, 5]\n"
+                          "- layer_scale: {flat: true, init: 0.5}\n- conv: {out: 4, k: 1}\n"
+                          "- layer_scale: {flat: true, init: 0.5}\n- relu\n"
+                          "- add: [a]\n- tokens\n- select: mean", "[4, 4, 5]"),
 }
 
 

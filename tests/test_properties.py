@@ -90,6 +90,8 @@ def _batchnorm(o: dict[str, Any], shape: Shape) -> nn.Module:
 def _layernorm(o: dict[str, Any], shape: Shape) -> nn.Module:
     c, affine = shape[0], o.get("affine", True)
     mode = {True: "channel", False: "none"}.get(affine, affine)
+    if len(shape) == 2:  # tokens: each token over its features
+        return nn.LayerNorm(shape[1], elementwise_affine=mode != "none")
     if len(shape) == 3 and o.get("over") == "channels":  # ConvNeXt's LayerNorm2d
         return ChannelsLast(nn.LayerNorm(c, elementwise_affine=mode != "none"))
     if len(shape) == 1:
@@ -126,7 +128,7 @@ Reference = Callable[[dict[str, Any], Shape], nn.Module]
 REFERENCES: dict[str, Reference] = {
     "conv": _conv,
     "conv_transpose": _conv_transpose,
-    "linear": lambda o, s: nn.Linear(s[0], o["out"], bias=o.get("bias", True)),
+    "linear": lambda o, s: nn.Linear(s[-1], o["out"], bias=o.get("bias", True)),
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
     "instancenorm": lambda o, s: nn.InstanceNorm2d(s[0], affine=o.get("affine", True)),
@@ -158,9 +160,17 @@ REFERENCES: dict[str, Reference] = {
     "upsample": lambda o, s: nn.Upsample(scale_factor=float(o["scale"]),
                                          mode=o.get("mode", "nearest")),
     "shuffle": lambda o, s: nn.ChannelShuffle(o["groups"]),
-    # torchvision ConvNeXt: γ of shape [C, 1, 1]
-    "layer_scale": lambda o, s: LayerScaleRef(s[0], len(s), o.get("init", 1e-6)),
+    # torchvision ConvNeXt: γ of shape [C, 1, 1]; timm's (flat) and on tokens [C] / [D]
+    "layer_scale": lambda o, s: LayerScaleRef(s[-1] if len(s) == 2 else s[0],
+                                              1 if o.get("flat") else len(s),
+                                              o.get("init", 1e-6)),
     "dfl": lambda o, s: DFLRef(o.get("bins", 16)),
+    "tokens": lambda o, s: TokensRef(),
+    "map": lambda o, s: nn.Unflatten(2, tuple(o["size"])),  # after the transpose below
+    "class_token": lambda o, s: ClassTokenRef(s[1]),
+    "pos_embed": lambda o, s: PosEmbedRef(*s),
+    "select": lambda o, s: SelectRef(o["token"]),
+    "attention": lambda o, s: AttentionRef(o, s),
 }
 
 #: ops that read several named tensors (merges) or make several nodes (split): no single
@@ -172,7 +182,15 @@ def reference_module(layer: SingleLayer) -> nn.Module:
     """The torch module a layer means (REFERENCES, by the layer's op)."""
     cls = op_class(layer.kind, layer.options)
     assert cls is not None, layer.kind
-    return REFERENCES[cls.op](layer.options, layer.input_shape)
+    ref = REFERENCES[cls.op](layer.options, layer.input_shape)
+    if cls.op == "map":  # tokens [B, N, D] → [B, D, N] → [B, D, H, W]
+        return nn.Sequential(Transpose12(), ref)
+    return ref
+
+
+class Transpose12(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
 
 
 class DFLRef(nn.Module):
@@ -197,11 +215,81 @@ class LayerScaleRef(nn.Module):
         self.weight = nn.Parameter(torch.full((c, 1, 1) if rank == 3 else (c,), init))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and self.weight.dim() == 1:
+            return x * self.weight[:, None, None]
         return x * self.weight
 
 
-def _local(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    return {k.rsplit(".", 1)[-1]: tuple(v) for k, v in shapes.items()}
+class TokensRef(nn.Module):
+    """[B, C, H, W] → [B, H·W, C]: every position a token, row by row."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([x[:, :, i, j] for i in range(x.shape[2])
+                            for j in range(x.shape[3])], dim=1)
+
+
+class ClassTokenRef(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.token.repeat(x.shape[0], 1, 1), x], dim=1)
+
+
+class PosEmbedRef(nn.Module):
+    def __init__(self, n: int, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(1, n, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight
+
+
+class SelectRef(nn.Module):
+    def __init__(self, token: int | str) -> None:
+        super().__init__()
+        self.token = token
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1) if self.token == "mean" else x[:, self.token, :]
+
+
+class AttentionRef(nn.Module):
+    """softmax(q·kᵀ/√key_dim)·v per head, written out with einsum, q|k|v from one
+    linear map (rows: all heads' queries, then keys, then values), heads joined and
+    projected back; over a map's positions on [C, H, W]."""
+
+    def __init__(self, o: dict[str, Any], s: Shape) -> None:
+        super().__init__()
+        d = s[1] if len(s) == 2 else s[0]
+        self.h = o["heads"]
+        self.hd = o.get("head_dim") or (o.get("dim") or d) // self.h
+        self.kd = o.get("key_dim") or self.hd
+        self.qkv = nn.Linear(d, self.h * (2 * self.kd + self.hd), bias=o.get("qkv_bias", True))
+        self.proj = nn.Linear(self.h * self.hd, d, bias=o.get("out_bias", True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x.dim() == 4
+        t = x.flatten(2).transpose(1, 2) if image else x
+        b, n, _ = t.shape
+        q, k, v = self.qkv(t).split([self.h * self.kd, self.h * self.kd, self.h * self.hd], -1)
+        q, k = q.reshape(b, n, self.h, self.kd), k.reshape(b, n, self.h, self.kd)
+        w = torch.einsum("bihd,bjhd->bhij", q, k).div(self.kd ** 0.5).softmax(-1)
+        o = torch.einsum("bhij,bjhd->bihd", w, v.reshape(b, n, self.h, self.hd))
+        y = self.proj(o.reshape(b, n, self.h * self.hd))
+        return y.transpose(1, 2).reshape(x.shape) if image else y
+
+
+def _local(shapes: dict[str, tuple[int, ...]], prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """Tensor names without ``prefix`` (a layer's node name), or with their module path
+    dropped when no prefix is given (a reference's wrapper: ``inner.weight``) — but a
+    module's own parts kept (``qkv.weight``)."""
+    out = {}
+    for k, v in shapes.items():
+        k = k.removeprefix(prefix)
+        out[k if prefix or k.split(".")[0] in ("qkv", "proj") else k.rsplit(".", 1)[-1]] = tuple(v)
+    return out
 
 
 def _summary(g: netspec.Graph) -> list[tuple[Any, ...]]:
@@ -310,15 +398,16 @@ def test_whole_spec_matches_the_torch_backend(torch_backend: Any,
 @given(single_layer_specs())
 def test_single_layer_matches_torch(layer: SingleLayer) -> None:
     g = netspec.loads(layer.text)
-    (node,) = g.layers
-    assert g.input_shape == layer.input_shape
+    node = g.layers[-1]
+    assert len(g.layers) == 1 + layer.tokens_first
+    assert g.input_shapes(node)[0] == layer.input_shape
     ref = reference_module(layer).eval()
     x = torch.randn(2, *layer.input_shape)
     with torch.no_grad():
         y = ref(x)
     assert node.shape == tuple(y.shape[1:]), (layer.kind, layer.options)
     assert g.params().params == sum(p.numel() for p in ref.parameters())
-    assert _local(g.param_shapes()) == _local(
+    assert _local(g.param_shapes(), node.name + ".") == _local(
         {k: tuple(p.shape) for k, p in ref.named_parameters()})
     buffers = {k: tuple(b.shape) for k, b in ref.named_buffers()
                if not k.endswith("num_batches_tracked")}
@@ -328,7 +417,7 @@ def test_single_layer_matches_torch(layer: SingleLayer) -> None:
 def textbook_params(layer: SingleLayer, out_shape: tuple[int, ...]) -> tuple[int, int]:
     """(parameters, buffers) by the textbook formulas."""
     o, shape = layer.options, layer.input_shape
-    c = shape[0]
+    c = shape[1] if len(shape) == 2 else shape[0]  # tokens: each token's D features
     if layer.kind in ("conv", "conv_transpose"):
         kh, kw = _p(o["k"])
         g, bias = o.get("groups", 1), o.get("bias", True)
@@ -342,6 +431,8 @@ def textbook_params(layer: SingleLayer, out_shape: tuple[int, ...]) -> tuple[int
         return 2 * c * affine, 2 * c
     if nk == "layer":
         mode = {True: "channel", False: "none"}.get(affine, affine)
+        if len(shape) == 2:
+            return {"channel": 2 * c, "none": 0}[mode], 0
         return {"channel": 2 * c, "element": 2 * prod(shape), "none": 0}[mode], 0
     if nk in ("instance", "group"):
         return 2 * c * affine, 0
@@ -352,16 +443,18 @@ def textbook_params(layer: SingleLayer, out_shape: tuple[int, ...]) -> tuple[int
 @given(single_layer_specs(kinds=COUNTED))
 def test_counts_follow_the_textbook_formulas(layer: SingleLayer) -> None:
     g = netspec.loads(layer.text)
-    (node,) = g.layers
+    node = g.layers[-1]  # after the ``tokens`` that makes a token input
     params, buffers = textbook_params(layer, node.shape)
     counts = g.params()
     assert (counts.params, counts.buffers) == (params, buffers), layer.options
-    c = layer.input_shape[0]
+    shape = layer.input_shape
+    c = shape[0]
     if layer.kind == "conv":
         kh, kw = _p(layer.options["k"])
         assert counts.macs == prod(node.shape) * (c // layer.options.get("groups", 1)) * kh * kw
-    if layer.kind == "linear":
-        assert counts.macs == c * layer.options["out"]
+    if layer.kind == "linear":  # per token on tokens
+        n, c = (shape[0], shape[1]) if len(shape) == 2 else (1, c)
+        assert counts.macs == n * c * layer.options["out"]
     formula = node.args.formula(g.input_shapes(node))
     if formula is not None:
         # the report's formula column, evaluated, is the count it stands beside

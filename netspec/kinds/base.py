@@ -92,9 +92,9 @@ REGISTRY: "dict[str, type[LayerArgs]]" = {}
 RANK_WORDS = {1: "[F] features", 2: "[N, D] tokens", 3: "[C, H, W] map"}
 
 
-def check_rank(op: str, ranks: tuple[int, ...], x: Shape) -> Shape:
-    """``x`` when ``op`` takes its rank, else a ShapeError naming the conversion that
-    would make it one (tokens and maps are converted only explicitly)."""
+def check_rank(ranks: tuple[int, ...], x: Shape) -> Shape:
+    """``x`` when a kind taking ``ranks`` takes it, else a ShapeError naming the
+    conversion that would make it one (tokens and maps are converted only explicitly)."""
     if len(x) in ranks:
         return x
     want = " or ".join(RANK_WORDS[r] for r in ranks)
@@ -108,7 +108,8 @@ def check_rank(op: str, ranks: tuple[int, ...], x: Shape) -> Shape:
         hint = " (add map: [H, W] before it)"
     elif len(x) == 2 and 1 in ranks:
         hint = " (add select: 0 or select: mean before it)"
-    raise ShapeError(f"{op} takes a {want} input, got {got} {fmt_shape(x)}{hint}")
+    # resolve puts the kind before it ("conv: takes a …")
+    raise ShapeError(f"takes a {want} input, got {got} {fmt_shape(x)}{hint}")
 
 
 class LayerArgs(BaseModel):
@@ -259,7 +260,7 @@ class LayerArgs(BaseModel):
 
     def check_input(self, inputs: Sequence[Shape]) -> Shape:
         (x,) = inputs
-        return check_rank(self.op, self.ranks, x)
+        return check_rank(self.ranks, x)
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         return self.check_input(inputs)

@@ -28,11 +28,11 @@ class Linear(LayerArgs):
             return (x[0], self.out)
         if self.over == "channels":
             if len(x) != 3:
-                raise ShapeError(f"linear over channels takes a [C, H, W] input, got "
+                raise ShapeError(f"over channels takes a [C, H, W] map input, got "
                                  f"{fmt_shape(x)}", "over")
             return (self.out, *x[1:])
         if len(x) != 1:
-            raise ShapeError(f"linear takes a [F] input, got {fmt_shape(x)} "
+            raise ShapeError(f"takes a [F] features input, got {fmt_shape(x)} "
                              "(add flatten before it)")
         return (self.out,)
 

@@ -100,6 +100,10 @@ class LayerNorm(_Norm):
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         x = self.check_input(inputs)
+        if len(x) == 2 and self.affine == "element":
+            raise ShapeError("on tokens, layer norm normalises each token over its D "
+                             "features with γ, δ per feature: affine element is for maps",
+                             "affine")
         if self.over == "channels" and len(x) == 3:
             if self.affine == "element":
                 raise ShapeError("layer norm over channels has γ, δ per channel: affine "
@@ -121,6 +125,14 @@ class LayerNorm(_Norm):
         else:
             shape = x if self.affine == "element" and self.over != "channels" else (x[0],)
         return {"weight": shape, "bias": shape}
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        if len(inputs[0]) == 2:
+            # tokens: nn.LayerNorm(D) keeps its input and each token's mean and 1/std,
+            # [B, N, 1] float32 (measured, tests/test_memory.py)
+            n = inputs[0][0]
+            return Saved(extra=((n, 4, True), (n, 4, True)))
+        return super().saved_for_backward(inputs, out)
 
     def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
         if self.affine == "element" and len(out) == 3:

@@ -114,9 +114,19 @@ class PosEmbed(LayerArgs):
     auto_name = "pos"
     ranks = (2,)
     fresh_output = True
-    samples = ({}, {"std": 0.1})
+    samples = ({}, {"std": 0.1}, {"positions": 4})
 
     std: Float = Field(default=0.02, ge=0)
+    #: the number of positions the table holds, when written: checked against the
+    #: tokens that reach it (197 for ViT-B/16 at 224: 14·14 patches and a class token)
+    positions: PosInt | None = None
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        n, d = self.check_input(inputs)
+        if self.positions is not None and self.positions != n:
+            raise ShapeError(f"positions={self.positions}, but {n} tokens reach this "
+                             "layer", "positions")
+        return (n, d)
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         n, d = self.check_input(inputs)
@@ -157,5 +167,12 @@ class Select(LayerArgs):
         return ENDS_SIZE
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
-        return Saved(inputs=())  # a view, or a mean
+        if self.token == "mean":
+            return Saved(inputs=())  # a mean: its backward needs only the sizes
+        # x[:, i] is a view: a reader that keeps it (the head's linear, a norm) keeps
+        # the whole [N, D] block under it, which is this layer's input. Said here as
+        # "keeps its input", as the Saved rule has no "view of its input" for one kind
+        # of select only (``view`` is the kind's, and a mean is no view); the reader's
+        # [D] is then counted again, D values over
+        return Saved()
 

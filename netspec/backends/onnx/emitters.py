@@ -502,7 +502,8 @@ def attention(b: Builder, node: Node) -> None:
     h, n = a.heads, node.name
     (x,) = b.inputs(node)
     if len(x_shape) == 3:  # a map's positions as tokens
-        x = b.op("Reshape", [x, _i64(b, f"{n}/tokens", [0, d, -1])], f"{n}/flat", f"{n}/flat")
+        x = b.op("Reshape", [x, _i64(b, f"{n}/flat/shape", [0, d, -1])], f"{n}/flat",
+                 f"{n}/flat")
         x = b.op("Transpose", [x], f"{n}/tokens", f"{n}/tokens", perm=[0, 2, 1])
 
     def heads(key: str, start: int, size: int, perm: list[int]) -> str:
