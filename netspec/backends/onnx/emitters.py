@@ -506,10 +506,21 @@ def attention(b: Builder, node: Node) -> None:
                  f"{n}/flat")
         x = b.op("Transpose", [x], f"{n}/tokens", f"{n}/tokens", perm=[0, 2, 1])
 
-    def heads(key: str, start: int, size: int, perm: list[int]) -> str:
+    def project(key: str, start: int, size: int) -> str:
         rows = slice(start, start + h * size)
-        y = _matmul_t(b, node, x, f"{n}/{key}", f"{n}/{key}", "qkv.weight", "qkv.bias",
-                      rows, f"[{key}]")
+        return _matmul_t(b, node, x, f"{n}/{key}", f"{n}/{key}", "qkv.weight", "qkv.bias",
+                         rows, f"[{key}]")
+
+    if b.opset >= ops.ATTENTION_OPSET:
+        # ONNX's own Attention on [B, N, heads·d]: it splits and joins the heads itself
+        q, k, v = project("q", 0, kd), project("k", h * kd, kd), project("v", 2 * h * kd, hd)
+        o = b.op("Attention", [q, k, v], f"{n}/heads", f"{n}/heads", q_num_heads=h,
+                 kv_num_heads=h, scale=1 / math.sqrt(kd))
+        _project_out(b, node, o, x_shape)
+        return
+
+    def heads(key: str, start: int, size: int, perm: list[int]) -> str:
+        y = project(key, start, size)
         y = b.op("Reshape", [y, _i64(b, f"{n}/{key}/heads", [0, -1, h, size])],
                  f"{n}/{key}/split", f"{n}/{key}/split")
         return b.op("Transpose", [y], f"{n}/{key}/t", f"{n}/{key}/t", perm=perm)
@@ -525,6 +536,12 @@ def attention(b: Builder, node: Node) -> None:
     o = b.op("Transpose", [o], f"{n}/joined", f"{n}/joined", perm=[0, 2, 1, 3])
     o = b.op("Reshape", [o, _i64(b, f"{n}/join", [0, -1, h * hd])], f"{n}/heads",
              f"{n}/heads")
+    _project_out(b, node, o, x_shape)
+
+
+def _project_out(b: Builder, node: Node, o: str, x_shape: tuple[int, ...]) -> None:
+    """The joined heads [B, N, heads·d] · proj, as tokens, or laid back out as the map."""
+    n = node.name
     if len(x_shape) == 2:
         _matmul_t(b, node, o, b.out(node), n, "proj.weight", "proj.bias")
         return

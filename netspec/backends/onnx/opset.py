@@ -31,6 +31,9 @@ Default: opset 17; accepted: 11 to the newest the installed onnx knows
   (per-channel γ, [C,H,W])  Reshape → Mul γ[C,1,1] → Add δ[C,1,1]         lization, 21
   rmsnorm (channels      x / Sqrt(ReduceMean(x·x) + ε) · γ                RMSNorma-
   +space, or [F])                                                         lization, 23
+  attention              q, k, v MatMuls → Reshape/Transpose to heads →   Attention, 23
+                         MatMul(q·scale, kᵀ) → Softmax → MatMul(·v) →
+                         Transpose/Reshape the heads back
   =====================  ==============================================  ==========
 
   Operators whose inputs moved between 11 and 13 but whose meaning did not are written
@@ -68,6 +71,8 @@ GELU_OPSET = 20
 MISH_OPSET = 18
 GROUPNORM_OPSET = 21
 RMSNORM_OPSET = 23
+#: ONNX's own Attention (softmax(q·kᵀ·scale)·v over heads it splits and joins itself)
+ATTENTION_OPSET = 23
 #: ReduceMean's axes moved from an attribute to an input
 REDUCE_AXES_INPUT_OPSET = 18
 #: ReduceSum's axes moved from an attribute to an input (five opsets before ReduceMean's)
@@ -83,7 +88,7 @@ LAYERNORM_OPSET = 17
 #: QuantizeLinear/DequantizeLinear gained ``axis`` (per-channel int8 weights)
 PER_CHANNEL_QUANT_OPSET = 13
 #: every opset boundary above: the tests export every op on each side of each one
-BOUNDARIES = sorted({GELU_OPSET, MISH_OPSET, GROUPNORM_OPSET, RMSNORM_OPSET,
+BOUNDARIES = sorted({GELU_OPSET, MISH_OPSET, GROUPNORM_OPSET, RMSNORM_OPSET, ATTENTION_OPSET,
                      REDUCE_AXES_INPUT_OPSET, REDUCESUM_AXES_INPUT_OPSET,
                      SPLIT_SIZES_INPUT_OPSET, SOFTMAX_ONE_AXIS_OPSET, HARDSWISH_OPSET,
                      RESIZE_ROI_OPTIONAL_OPSET, LAYERNORM_OPSET})
