@@ -81,6 +81,9 @@ class ClassToken(LayerArgs):
     auto_name = "cls"
     ranks = (2,)
     fresh_output = True
+    #: a learned input, not a weight: timm's ViT keeps it out of weight decay (its
+    #: ``no_weight_decay``), and decaying it would pull it towards the zero it starts at
+    decay = False
     samples = ({}, {"std": 1e-6, "register_first": True})
 
     std: Float = Field(default=0.0, ge=0)
@@ -114,6 +117,7 @@ class PosEmbed(LayerArgs):
     auto_name = "pos"
     ranks = (2,)
     fresh_output = True
+    decay = False  # as the class token (timm's ``no_weight_decay``)
     samples = ({}, {"std": 0.1}, {"positions": 4})
 
     std: Float = Field(default=0.02, ge=0)
