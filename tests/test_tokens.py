@@ -107,7 +107,7 @@ def test_map_and_tokens_are_each_others_inverse() -> None:
 def test_class_token_position_table_and_select() -> None:
     """The class token goes first and starts at 0 (torchvision); the table is drawn from
     N(0, 0.02²); select takes one token or the mean; neither learned input decays."""
-    model, g = built("- tokens\n- class_token: {as: c}\n- pos_embed: {as: p}\n"
+    model, _ = built("- tokens\n- class_token: {as: c}\n- pos_embed: {as: p}\n"
                      "- select: {token: 0, as: s}", "[64, 12, 16]")
     cls, pos = model.get_submodule("c").token, model.get_submodule("p").weight
     assert cls.shape == (1, 1, 64) and not cls.any()
