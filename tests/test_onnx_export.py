@@ -214,6 +214,13 @@ OP_CASES: dict[str, tuple[str, str]] = {
                           "- layer_scale: {flat: true, init: 0.5}\n- conv: {out: 4, k: 1}\n"
                           "- layer_scale: {flat: true, init: 0.5}\n- relu\n"
                           "- add: [a]\n- tokens\n- select: mean", "[4, 4, 5]"),
+    # YOLO11's C2PSA core: a 1×1 conv and BN make each head's q, k, v side by side;
+    # attention without projections; then torch's layout on tokens
+    "attention_without_projections": (
+        "- conv: {out: 12, k: 1, bias: false}\n- norm: batch\n"
+        "- attention: {heads: 2, key_dim: 1, project: false, layout: heads}\n"
+        "- conv: {out: 12, k: 1}\n- tokens\n- attention: {heads: 2, project: false}",
+        "[4, 3, 5]"),
 }
 
 

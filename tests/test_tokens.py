@@ -157,3 +157,41 @@ def test_token_layers_equal_torch_modules() -> None:
         want = nn.functional.gelu(fc(ln(t)), approximate="tanh") * 0.3
         torch.testing.assert_close(model(x), want)
     assert g.output_shape == (20, 6)
+
+
+def ultralytics_attention(qkv: torch.Tensor, heads: int, kd: int, hd: int) -> torch.Tensor:
+    """YOLO11's C2PSA attention after its qkv conv, as Ultralytics writes it: each head's
+    q, k, v side by side along the channels; (v·attnᵀ) viewed back as a map."""
+    b, _, h, w = qkv.shape
+    q, k, v = qkv.view(b, heads, 2 * kd + hd, h * w).split([kd, kd, hd], dim=2)
+    attn = ((q.transpose(-2, -1) @ k) * kd ** -0.5).softmax(dim=-1)
+    return (v @ attn.transpose(-2, -1)).view(b, heads * hd, h, w)
+
+
+@pytest.mark.parametrize(("heads", "kd", "hd"), [(1, 2, 4), (2, 1, 3), (2, 2, 2)])
+def test_attention_without_projections_reads_ultralytics_layout(heads: int, kd: int,
+                                                                hd: int) -> None:
+    """``project: false, layout: heads`` on a map of heads·(2·kd + hd) channels: no
+    weights, the heads' values joined; key_dim alone fixes head_dim and vice versa."""
+    c = heads * (2 * kd + hd)
+    x = torch.randn(2, c, 3, 4)
+    want = ultralytics_attention(x, heads, kd, hd)
+    for size in (f"key_dim: {kd}", f"head_dim: {hd}"):
+        model, g = built(f"- attention: {{heads: {heads}, {size}, project: false, "
+                         "layout: heads}", f"[{c}, 3, 4]")
+        assert g.params().params == 0 and g.output_shape == (heads * hd, 3, 4)
+        torch.testing.assert_close(model.eval()(x), want)
+
+
+def test_attention_without_projections_on_tokens_in_torch_layout() -> None:
+    """``project: false`` (layout qkv) is nn.MultiheadAttention's core: its in_proj's
+    output in, the heads joined out, before out_proj."""
+    mha = nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    model, _ = built("- tokens\n- attention: {heads: 2, project: false}", "[24, 3, 4]")
+    t = torch.randn(2, 12, 8)
+    qkv = t @ mha.in_proj_weight.T + mha.in_proj_bias
+    x = qkv.transpose(1, 2).reshape(2, 24, 3, 4)
+    with torch.no_grad():
+        want, _ = mha(t, t, t, need_weights=False)
+        got = model.eval()(x) @ mha.out_proj.weight.T + mha.out_proj.bias
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -6,9 +6,16 @@ consecutive inside each (torch's ``nn.MultiheadAttention`` ``in_proj``, timm's `
 each head attends, softmax(q·kᵀ / √key_dim)·v; the heads' outputs, concatenated, are
 projected back to D. ``key_dim`` makes queries and keys narrower than the values (YOLO11's
 C2PSA: half the head size).
+
+With ``project: false`` the kind owns no weights: its input already holds each
+position's queries, keys and values (computed by the layers before it: C2PSA's 1×1 conv
+and batch norm), and its output is the heads' values joined, [heads·head_dim], for the
+layers after it to project. ``layout: heads`` reads them per head, [q | k | v] for head
+0, then head 1… (Ultralytics' ``qkv.view(B, heads, 2·key_dim + head_dim, N)``).
 """
 
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -23,7 +30,8 @@ class Attention(LayerArgs):
     fresh_output = True
     samples = ({"heads": 1}, {"heads": 2, "key_dim": 1},
                {"heads": 2, "head_dim": 3, "qkv_bias": False, "out_bias": False},
-               {"heads": 1, "drop": 0.1})
+               {"heads": 1, "drop": 0.1}, {"heads": 1, "project": False},
+               {"heads": 2, "key_dim": 1, "project": False, "layout": "heads"})
 
     heads: PosInt
     #: each head's size (its values, and its queries and keys unless ``key_dim``);
@@ -37,16 +45,29 @@ class Attention(LayerArgs):
     #: dropout on the attention weights while training (torch's MultiheadAttention
     #: ``dropout``, torchvision's ``attention_dropout``)
     drop: Float = Field(default=0.0, ge=0, lt=1)
+    #: own the qkv and output projections (true), or read q, k, v from the input and
+    #: return the heads joined (false)
+    project: bool = True
+    #: how q, k, v lie along the features: all queries, all keys, all values (qkv), or
+    #: head by head (heads)
+    layout: Literal["qkv", "heads"] = "qkv"
 
     @model_validator(mode="after")
     def _one_size(self) -> "Attention":
         if self.head_dim is not None and self.dim is not None:
             raise ValueError("give head_dim (each head's size) or dim (all heads "
                              "together), not both")
+        if not self.project and (self.dim is not None or not self.qkv_bias
+                                 or not self.out_bias):
+            raise ValueError("without its projections (project: false) attention has no "
+                             "biases and no dim: the input's features are heads·(2·key_dim "
+                             "+ head_dim)")
         return self
 
     def sizes(self, d: int) -> tuple[int, int]:
         """(head size, query/key size per head) on tokens of D features."""
+        if not self.project:
+            return self._sizes_from_input(d)
         if self.head_dim is not None:
             hd = self.head_dim
         else:
@@ -58,6 +79,28 @@ class Attention(LayerArgs):
             hd = total // self.heads
         return hd, self.key_dim if self.key_dim is not None else hd
 
+    def _sizes_from_input(self, d: int) -> tuple[int, int]:
+        """Without projections the input's D features are heads·(2·key_dim + head_dim):
+        one size given, the other follows; neither, all three the same."""
+        h, hd, kd = self.heads, self.head_dim, self.key_dim
+        if d % h:
+            raise ShapeError(f"heads={h} does not divide the input's {d} features of "
+                             "queries, keys and values", "heads")
+        per = d // h
+        if hd is None and kd is None:
+            if per % 3:
+                raise ShapeError(f"each head's {per} features are not three equal q, k, "
+                                 "v: give key_dim or head_dim", "heads")
+            return per // 3, per // 3
+        if hd is None:
+            assert kd is not None
+            hd = per - 2 * kd
+        kd = kd if kd is not None else (per - hd) // 2
+        if hd < 1 or kd < 1 or 2 * kd + hd != per:
+            raise ShapeError(f"each head's {per} input features are not 2·key_dim + "
+                             f"head_dim", "key_dim" if self.key_dim else "head_dim")
+        return hd, kd
+
     @staticmethod
     def features(x: Shape) -> tuple[int, int]:
         """(positions, features) of tokens [N, D] or a map [C, H, W]."""
@@ -65,10 +108,15 @@ class Attention(LayerArgs):
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         x = self.check_input(inputs)
-        self.sizes(self.features(x)[1])
-        return x
+        hd, _ = self.sizes(self.features(x)[1])
+        if self.project:
+            return x
+        out = self.heads * hd  # the heads joined
+        return (x[0], out) if len(x) == 2 else (out, *x[1:])
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
+        if not self.project:
+            return {}
         d = self.features(inputs[0])[1]
         hd, kd = self.sizes(d)
         qkv = self.heads * (2 * kd + hd)
@@ -84,10 +132,12 @@ class Attention(LayerArgs):
         n, d = self.features(inputs[0])
         hd, kd = self.sizes(d)
         h = self.heads
-        projections = n * d * h * (2 * kd + hd) + n * h * hd * d
+        projections = n * d * h * (2 * kd + hd) + n * h * hd * d if self.project else 0
         return projections + h * n * n * (kd + hd)  # q·kᵀ, then the weights · v
 
-    def formula(self, inputs: Sequence[Shape]) -> str:
+    def formula(self, inputs: Sequence[Shape]) -> str | None:
+        if not self.project:
+            return None
         d = self.features(inputs[0])[1]
         hd, kd = self.sizes(d)
         qkv = self.heads * (2 * kd + hd)
@@ -95,20 +145,41 @@ class Attention(LayerArgs):
                 f"{d if self.out_bias else 0}")
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
-        # as the torch backend runs it (backends/torch/layers.py's Attention): its input
-        # (the qkv projection's), the projection's output (q, k, v: scaled_dot_product_
-        # attention keeps views of it), the attention's output and the heads joined for
-        # the output projection; and per head and query the softmax's log-sum-exp
-        # (float32). With attention dropout, torch's math path instead keeps the n×n
-        # weights before and after dropout and the dropout mask.
+        # As backends/torch/tokens.py's Attention runs on the CPU (torch 2.13, measured
+        # with saved_tensors_hooks, tests/test_memory.py). Which kernel
+        # scaled_dot_product_attention takes decides what it keeps, and on the CPU it
+        # takes the flash kernel unless there is dropout or q, k, v differ in size
+        # (sdp_utils_cpp's use_flash_attention_cpp; a sdpa_kernel context can also turn
+        # it off, which a spec cannot see). On CUDA the choice also follows the dtype,
+        # head size and GPU (flash / memory-efficient / cuDNN keep the output and the
+        # log-sum-exp as below, dropout as an RNG seed, not a mask; math as below): this
+        # rule is the CPU's.
         n, d = self.features(inputs[0])
         hd, kd = self.sizes(d)
         h = self.heads
-        qkv = n * h * (2 * kd + hd)
-        if self.drop > 0:
-            return Saved(extra=((qkv, None, True), (n * h * hd, None, True),
-                                (h * n * n, None, True), (h * n * n, None, True),
-                                (h * n * n, 1, True)))
-        return Saved(extra=((qkv, None, True), (n * h * hd, None, True),
-                            (n * h * hd, None, True), (h * n, 4, True)))
-
+        # the qkv linear keeps its input: tokens as they are; a map's positions are a
+        # transposed view of it ([B, C, H·W] → [B, H·W, C]) that the linear's matmul
+        # copies to [B·H·W, C] and keeps: one more block of n·d, not the map's own.
+        # (At batch 1 this copy, and the math path's of v, are views, the batch axis
+        # gone: the rule is batch ≥ 2's, off there by a block of n·d or so.) Tokens
+        # that are ``tokens``' own transposed view, read with no layer between, are
+        # copied too, which a rule cannot see from the shapes: counted as the map
+        keep, copy = ((0,), ()) if len(inputs[0]) == 2 else ((), ((n * d, None, True),))
+        if self.drop == 0 and kd == hd:
+            # the flash kernel keeps q, k, v (views of the qkv projection's output: its
+            # one block), its output and the log-sum-exp per head and query (float32,
+            # under bf16 autocast too). Its output is laid out [B, N, heads, d] under a
+            # transposed view, so joining the heads for the projection is a view of it,
+            # and the projection keeps that same block
+            return Saved(inputs=keep, extra=(*copy, (n * h * (2 * kd + hd), None, True),
+                                             (n * h * hd, None, True), (h * n, 4, True)))
+        # the math path (dropout, or queries and keys narrower than the values): q·√s
+        # and k·√s (each scaled, made contiguous for bmm), the softmax's output, with
+        # dropout its mask (in the activations' dtype) and the weights after it, v
+        # copied contiguous for the second bmm; its output is [B, heads, N, d], so
+        # joining the heads copies it, and the projection keeps the copy. The qkv
+        # projection's output itself is not kept.
+        weights = (h * n * n, None, True)
+        dropped = (weights, weights) if self.drop > 0 else ()
+        return Saved(inputs=keep, extra=(*copy, (n * h * (2 * kd + 2 * hd), None, True),
+                                         weights, *dropped))

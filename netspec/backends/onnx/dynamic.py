@@ -20,7 +20,7 @@ from netspec.errors import SpecError
 from netspec.graph import INPUT, Graph, Node
 from netspec.kinds.base import ENDS_SIZE, KEEPS_SIZE
 
-HEIGHT, WIDTH = "height", "width"
+HEIGHT, WIDTH, TOKENS = "height", "width", "tokens"
 
 
 def size_dependent(graph: Graph) -> set[str]:
@@ -79,8 +79,11 @@ def second_size(graph: Graph) -> tuple[int, ...]:
 
 def output_dims(graph: Graph, node: str, name: str, dep: set[str]) -> list[Any]:
     """An output's ONNX dims after the batch: symbolic H, W for a size-dependent output
-    (named after the output: its size is the input's times a factor ONNX cannot state)."""
+    (named after the output: its size is the input's times a factor ONNX cannot state),
+    and a symbolic token count for size-dependent tokens."""
     shape = list(graph[node].shape)
     if node in dep and len(shape) == 3:
         shape[1:] = [f"{name}_{HEIGHT}", f"{name}_{WIDTH}"]
+    if node in dep and len(shape) == 2:
+        shape[0] = f"{name}_{TOKENS}"
     return shape

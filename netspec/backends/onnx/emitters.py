@@ -491,10 +491,16 @@ def select(b: Builder, node: Node) -> None:
         b.op("ReduceMean", [x], b.out(node), node.name, axes=[1], keepdims=0)
 
 
+def _slice(b: Builder, x: str, name: str, axis: int, start: int, stop: int) -> str:
+    return b.op("Slice", [x, _i64(b, f"{name}/starts", [start]), _i64(b, f"{name}/ends", [stop]),
+                          _i64(b, f"{name}/axes", [axis])], name, name)
+
+
 def attention(b: Builder, node: Node) -> None:
-    """softmax(q·kᵀ / √key_dim)·v per head, as MatMul, Softmax and MatMul: q, k and v
-    each one MatMul by their rows of the qkv weight (no Split, whose form changes at
-    opset 13), heads split by Reshape [B, N, heads, d] and Transpose."""
+    """softmax(q·kᵀ / √key_dim)·v per head. q, k, v come from one MatMul by the qkv
+    weight (or are the input, without projections), sliced and laid out [B, heads, N, d]
+    by Reshape and Transpose; then ONNX's Attention (opset 23), or MatMul, Softmax and
+    MatMul; the heads joined by Transpose and Reshape, then the output projection."""
     a = _args(node)
     x_shape = _in_shape(b, node)
     d = a.features(x_shape)[1]
@@ -505,49 +511,63 @@ def attention(b: Builder, node: Node) -> None:
         x = b.op("Reshape", [x, _i64(b, f"{n}/flat/shape", [0, d, -1])], f"{n}/flat",
                  f"{n}/flat")
         x = b.op("Transpose", [x], f"{n}/tokens", f"{n}/tokens", perm=[0, 2, 1])
-
-    def project(key: str, start: int, size: int) -> str:
-        rows = slice(start, start + h * size)
-        return _matmul_t(b, node, x, f"{n}/{key}", f"{n}/{key}", "qkv.weight", "qkv.bias",
-                         rows, f"[{key}]")
-
+    qkv = (_matmul_t(b, node, x, f"{n}/qkv", f"{n}/qkv", "qkv.weight", "qkv.bias")
+           if a.project else x)
+    per = 2 * kd + hd
+    parts = {"q": (0, kd), "k": (kd, 2 * kd), "v": (2 * kd, per)}
+    heads: dict[str, str] = {}
+    if a.layout == "heads":  # [B, N, h, per] → [B, h, N, per], then each head's slices
+        t = b.op("Reshape", [qkv, _i64(b, f"{n}/heads/shape", [0, -1, h, per])],
+                 f"{n}/by_head", f"{n}/by_head")
+        t = b.op("Transpose", [t], f"{n}/by_head/t", f"{n}/by_head/t", perm=[0, 2, 1, 3])
+        for key, (lo, hi) in parts.items():
+            heads[key] = _slice(b, t, f"{n}/{key}", 3, lo, hi)
+    else:  # [q | k | v] along the features, heads consecutive in each
+        for key, (lo, hi) in parts.items():
+            part = _slice(b, qkv, f"{n}/{key}", 2, h * lo, h * hi)
+            part = b.op("Reshape", [part, _i64(b, f"{n}/{key}/heads", [0, -1, h, hi - lo])],
+                        f"{n}/{key}/split", f"{n}/{key}/split")
+            heads[key] = b.op("Transpose", [part], f"{n}/{key}/t", f"{n}/{key}/t",
+                              perm=[0, 2, 1, 3])
+    q, k, v = heads["q"], heads["k"], heads["v"]  # [B, h, N, d]
     if b.opset >= ops.ATTENTION_OPSET:
-        # ONNX's own Attention on [B, N, heads·d]: it splits and joins the heads itself
-        q, k, v = project("q", 0, kd), project("k", h * kd, kd), project("v", 2 * h * kd, hd)
-        o = b.op("Attention", [q, k, v], f"{n}/heads", f"{n}/heads", q_num_heads=h,
-                 kv_num_heads=h, scale=1 / math.sqrt(kd))
-        _project_out(b, node, o, x_shape)
-        return
-
-    def heads(key: str, start: int, size: int, perm: list[int]) -> str:
-        y = project(key, start, size)
-        y = b.op("Reshape", [y, _i64(b, f"{n}/{key}/heads", [0, -1, h, size])],
-                 f"{n}/{key}/split", f"{n}/{key}/split")
-        return b.op("Transpose", [y], f"{n}/{key}/t", f"{n}/{key}/t", perm=perm)
-
-    q = heads("q", 0, kd, [0, 2, 1, 3])  # [B, h, N, kd]
-    kt = heads("k", h * kd, kd, [0, 2, 3, 1])  # [B, h, kd, N]
-    v = heads("v", 2 * h * kd, hd, [0, 2, 1, 3])  # [B, h, N, hd]
-    q = b.op("Mul", [q, b.const(f"{n}/scale", 1 / math.sqrt(kd))], f"{n}/qs", f"{n}/qs")
-    s = b.op("MatMul", [q, kt], f"{n}/scores", f"{n}/scores")
-    # the last axis: before opset 13 Softmax flattens from ``axis`` on, the same here
-    p = b.op("Softmax", [s], f"{n}/weights", f"{n}/weights", axis=3)
-    o = b.op("MatMul", [p, v], f"{n}/attended", f"{n}/attended")
+        o = b.op("Attention", [q, k, v], f"{n}/attended", f"{n}/attended",
+                 scale=1 / math.sqrt(kd))
+    else:
+        q = b.op("Mul", [q, b.const(f"{n}/scale", 1 / math.sqrt(kd))], f"{n}/qs", f"{n}/qs")
+        kt = b.op("Transpose", [k], f"{n}/kt", f"{n}/kt", perm=[0, 1, 3, 2])
+        s_ = b.op("MatMul", [q, kt], f"{n}/scores", f"{n}/scores")
+        # the last axis: before opset 13 Softmax flattens from ``axis`` on, the same here
+        p = b.op("Softmax", [s_], f"{n}/weights", f"{n}/weights", axis=3)
+        o = b.op("MatMul", [p, v], f"{n}/attended", f"{n}/attended")
     o = b.op("Transpose", [o], f"{n}/joined", f"{n}/joined", perm=[0, 2, 1, 3])
-    o = b.op("Reshape", [o, _i64(b, f"{n}/join", [0, -1, h * hd])], f"{n}/heads",
-             f"{n}/heads")
+    join = _i64(b, f"{n}/join", [0, -1, h * hd])
+    if len(x_shape) == 2 and not a.project:  # the joined heads are the output
+        b.op("Reshape", [o, join], b.out(node), n)
+        return
+    o = b.op("Reshape", [o, join], f"{n}/heads", f"{n}/heads")
     _project_out(b, node, o, x_shape)
 
 
 def _project_out(b: Builder, node: Node, o: str, x_shape: tuple[int, ...]) -> None:
-    """The joined heads [B, N, heads·d] · proj, as tokens, or laid back out as the map."""
+    """The joined heads [B, N, heads·d] · proj (the layer's, when it has one), as
+    tokens, or laid back out as the map."""
     n = node.name
     if len(x_shape) == 2:
         _matmul_t(b, node, o, b.out(node), n, "proj.weight", "proj.bias")
         return
-    o = _matmul_t(b, node, o, f"{n}/proj", f"{n}/proj", "proj.weight", "proj.bias")
+    if _args(node).project:
+        o = _matmul_t(b, node, o, f"{n}/proj", f"{n}/proj", "proj.weight", "proj.bias")
     o = b.op("Transpose", [o], f"{n}/map", f"{n}/map", perm=[0, 2, 1])
-    b.op("Reshape", [o, _same_shape(b, node, [0, *node.shape])], b.out(node), n)
+    c = node.shape[0]
+    if b.dynamic:  # [B, C_out, H, W], H and W read from the input at run time
+        hw = _slice(b, b.op("Shape", b.inputs(node)[:1], f"{n}/in_shape", f"{n}/in_shape"),
+                    f"{n}/hw", 0, 2, 4)
+        shape = b.op("Concat", [_i64(b, f"{n}/bc", [0, c]), hw], f"{n}/shape", f"{n}/shape",
+                     axis=0)
+    else:
+        shape = _i64(b, f"{n}/shape", [0, *node.shape])
+    b.op("Reshape", [o, shape], b.out(node), n)
 
 
 # ------------------------------------------------------------------ pooling

@@ -191,7 +191,8 @@ def _dropout(a: Any, ins: Sequence[Shape]) -> nn.Module:
 def _attention(a: Any, ins: Sequence[Shape]) -> nn.Module:
     d = a.features(ins[0])[1]
     hd, kd = a.sizes(d)
-    return tokens.Attention(d, a.heads, hd, kd, a.qkv_bias, a.out_bias, a.drop)
+    return tokens.Attention(d if a.project else None, a.heads, hd, kd, a.qkv_bias,
+                            a.out_bias, a.drop, per_head=a.layout == "heads")
 
 
 def _window(a: Any) -> dict[str, Any]:

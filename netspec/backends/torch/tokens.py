@@ -79,38 +79,49 @@ class Attention(nn.Module):
 
     ``qkv`` gives [q | k | v], heads consecutive in each (nn.MultiheadAttention's
     ``in_proj``, timm's ``qkv``); ``proj`` maps the joined heads back to D. Initialised
-    as nn.MultiheadAttention: Xavier-uniform ``qkv`` weight, zero biases."""
+    as nn.MultiheadAttention: Xavier-uniform ``qkv`` weight, zero biases. Without
+    projections (``d`` None) the input holds q, k, v — per head with ``per_head``
+    (Ultralytics' layout) — and the output is the heads joined."""
 
-    def __init__(self, d: int, heads: int, head_dim: int, key_dim: int, qkv_bias: bool,
-                 out_bias: bool, drop: float) -> None:
+    def __init__(self, d: int | None, heads: int, head_dim: int, key_dim: int,
+                 qkv_bias: bool, out_bias: bool, drop: float, per_head: bool = False) -> None:
         super().__init__()
         self.heads, self.head_dim, self.key_dim, self.drop = heads, head_dim, key_dim, drop
-        self.qkv = nn.Linear(d, heads * (2 * key_dim + head_dim), bias=qkv_bias)
-        self.proj = nn.Linear(heads * head_dim, d, bias=out_bias)
-        nn.init.xavier_uniform_(self.qkv.weight)
-        if qkv_bias:
-            nn.init.zeros_(self.qkv.bias)
-        if out_bias:
-            nn.init.zeros_(self.proj.bias)
+        self.per_head = per_head
+        self.qkv: nn.Linear | None = None
+        self.proj: nn.Linear | None = None
+        if d is not None:
+            self.qkv = nn.Linear(d, heads * (2 * key_dim + head_dim), bias=qkv_bias)
+            self.proj = nn.Linear(heads * head_dim, d, bias=out_bias)
+            nn.init.xavier_uniform_(self.qkv.weight)
+            if qkv_bias:
+                nn.init.zeros_(self.qkv.bias)
+            if out_bias:
+                nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         image = x.dim() == 4
         if image:
-            b, c, h, w = x.shape
+            b, _, h, w = x.shape
             x = x.flatten(2).transpose(1, 2)
         n = x.shape[1]
-        hk, hv = self.heads * self.key_dim, self.heads * self.head_dim
-        q, k, v = self.qkv(x).split([hk, hk, hv], dim=-1)
-        # [B, N, heads·d] → [B, heads, N, d]: views of the projection's output
-        q = q.unflatten(-1, (self.heads, self.key_dim)).transpose(1, 2)
-        k = k.unflatten(-1, (self.heads, self.key_dim)).transpose(1, 2)
-        v = v.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+        qkv = self.qkv(x) if self.qkv is not None else x
+        hk, kd, hd = self.heads, self.key_dim, self.head_dim
+        if self.per_head:  # [B, N, heads, 2·kd + hd]: each head's q, k, v side by side
+            q, k, v = qkv.unflatten(-1, (hk, 2 * kd + hd)).transpose(1, 2).split(
+                [kd, kd, hd], dim=-1)
+        else:  # [q | k | v], heads consecutive in each: views of one tensor
+            q, k, v = qkv.split([hk * kd, hk * kd, hk * hd], dim=-1)
+            q = q.unflatten(-1, (hk, kd)).transpose(1, 2)
+            k = k.unflatten(-1, (hk, kd)).transpose(1, 2)
+            v = v.unflatten(-1, (hk, hd)).transpose(1, 2)
         o = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.drop if self.training else 0.0,
-            scale=1 / math.sqrt(self.key_dim))
-        o = self.proj(o.transpose(1, 2).reshape(x.shape[0], n, hv))
+            q, k, v, dropout_p=self.drop if self.training else 0.0, scale=1 / math.sqrt(kd))
+        o = o.transpose(1, 2).reshape(x.shape[0], n, hk * hd)
+        if self.proj is not None:
+            o = self.proj(o)
         if image:
-            o = o.transpose(1, 2).reshape(b, c, h, w)
+            o = o.transpose(1, 2).reshape(b, o.shape[2], h, w)
         return o
 
     def extra_repr(self) -> str:
