@@ -42,7 +42,10 @@ def test_examples_all_have_tests() -> None:
     names = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".py", ".sh", ".yaml")}
     assert names == {"own_training_loop.py", "segmentation_unet.py", "onnxruntime_only.py",
                      "write_a_spec.sh", "write_a_spec.yaml", "seed_conventions.py",
-                     "my_net.py"}  # my_net.py: test_tutorial_imports_my_net_as_it_shows
+                     "my_net.py",  # my_net.py: test_tutorial_imports_my_net_as_it_shows
+                     # the timm specs: tests/test_vit.py (usage line, count) and
+                     # tests/with_torchvision/test_vit_torchvision.py (against timm)
+                     "vit_tiny_timm.yaml", "convnext_atto_timm.yaml"}
 
 
 def test_own_training_loop(tmp_path: Path) -> None:

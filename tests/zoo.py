@@ -14,11 +14,19 @@ from reference_nets import REFERENCE_MODELS as CLASSIC
 from reference_nets_mobile import REFERENCE_MODELS as MOBILE
 from reference_nets_modern import REFERENCE_MODELS as MODERN
 from reference_nets_shufflenet import REFERENCE_MODELS as SHUFFLE
+from reference_nets_vit import REFERENCE_MODELS as VIT
 from reference_nets_yolo import REFERENCE_MODELS as YOLO
 from torch import nn
 
 REFERENCES: dict[str, Callable[..., nn.Module]] = {
     **CLASSIC, **MOBILE, **MODERN, **SHUFFLE, **YOLO}
+
+#: the references with attention (torchvision's ViT), kept beside REFERENCES rather than
+#: in it: the tests that loop over REFERENCES import each network (netspec import refuses
+#: attention), pair its safetensors by structure (nn.MultiheadAttention's in_proj_* and
+#: its child out_proj.* are one netspec layer, which that pairing does not fit) and feed
+#: it 64×64 images (a ViT's position table fixes its size). tests/test_vit.py checks them.
+TOKEN_REFERENCES: dict[str, Callable[..., nn.Module]] = {**VIT}
 
 
 def randomize(model: nn.Module, seed: int = 0) -> None:
