@@ -102,8 +102,7 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "Sqrt": lambda a, x: np.sqrt(np.abs(x)),
     "LeakyRelu": lambda a, x: np.where(x > 0, x, a.get("alpha", 0.01) * x),
     "Elu": lambda a, x: np.where(x > 0, x, a.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
-    "Gelu": lambda a, x: DEFINITIONS["gelu"](
-        {"approximate": a.get("approximate", "none")})(x),
+    "Gelu": lambda a, x: DEFINITIONS["gelu"]({"approximate": _approximate(a)})(x),
     "Mish": lambda a, x: x * np.tanh(_softplus(x)),
     "Add": lambda a, x, y: x + y,
     "Sub": lambda a, x, y: x - y,
@@ -113,6 +112,12 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "Greater": lambda a, x, y: x > y,
     "Where": lambda a, c, x, y: np.where(c, x, y),
 }
+
+
+def _approximate(attrs: dict[str, Any]) -> str:
+    """Gelu's ``approximate`` (opset 20): onnx reads a string attribute as bytes."""
+    v = attrs.get("approximate", "none")
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def evaluate(e: Any, x: np.ndarray) -> np.ndarray:
@@ -130,8 +135,8 @@ def _single_options(e: Expr) -> dict[str, dict[str, Any]]:
         return {"leaky_relu": {"slope": float(e.attrs.get("alpha", 0.01))}}
     if e.op == "Elu":
         return {"elu": {"alpha": float(e.attrs.get("alpha", 1.0))}}
-    if e.op == "Gelu" and e.attrs.get("approximate", "none") != "none":
-        return {"gelu": {"approximate": e.attrs["approximate"]}}
+    if e.op == "Gelu" and _approximate(e.attrs) != "none":
+        return {"gelu": {"approximate": _approximate(e.attrs)}}
     return _softplus_options(e)
 
 

@@ -81,6 +81,9 @@ class Mapped:
     view: tuple[int, ...] | None = None
     #: a split: the channels of each part, one node each
     parts: list[int] | None = None
+    #: the call returns a tuple: the layer's output, then values netspec does not compute,
+    #: each described (nn.MultiheadAttention's attention weights); a use of one is refused
+    extra_outputs: tuple[str, ...] = ()
 
 
 def kind_class(kind: str, options: dict[str, Any]) -> type[LayerArgs]:

@@ -1,5 +1,6 @@
 """Views recognised as layers: a layer kind that only moves values (flatten, channel
-shuffle) is found in any code that spells it, by comparing where the values end up.
+shuffle, a map's positions as tokens and back, one token out) is found in any code that
+spells it, by comparing where the values end up.
 
 A pending view is an *index map*: the source tensor's flat positions, moved the way the
 code moved its values (batch axis first, batch 1). These functions say whether a map is
@@ -52,3 +53,40 @@ def shuffle(index: np.ndarray, source: Shape) -> dict[str, Any] | None:
             if np.array_equal(index, moved.reshape(base.shape)):
                 return {"groups": g}
     return None
+
+
+def tokens(index: np.ndarray, source: Shape) -> dict[str, Any] | None:
+    """A [C, H, W] map as its H·W positions, each a token of its C channels, row by row
+    (``x.flatten(2).transpose(1, 2)``; Reshape [0, C, -1] and Transpose in ONNX)."""
+    if len(source) != 3:
+        return None
+    c, h, w = source
+    if index.shape != (1, h * w, c):
+        return None
+    moved = identity(source).reshape(1, c, h * w).transpose(0, 2, 1)
+    return {} if bool(np.array_equal(index, moved)) else None
+
+
+def to_map(index: np.ndarray, source: Shape) -> dict[str, Any] | None:
+    """Tokens [N, D] laid out as a [D, H, W] map, N = H·W row by row: the inverse of
+    ``tokens``. H and W are where the code put them."""
+    if len(source) != 2 or index.ndim != 4 or index.shape[:2] != (1, source[1]):
+        return None
+    n, d = source
+    h, w = index.shape[2:]
+    if h * w != n:
+        return None
+    moved = identity(source).transpose(0, 2, 1).reshape(1, d, h, w)
+    return {"size": [int(h), int(w)]} if bool(np.array_equal(index, moved)) else None
+
+
+def select(index: np.ndarray, source: Shape) -> dict[str, Any] | None:
+    """One token of [N, D] (``x[:, 0]``; Gather in ONNX is read as a node): its D
+    features."""
+    if len(source) != 2 or index.shape != (1, source[1]):
+        return None
+    d = source[1]
+    first = int(index.flat[0])
+    if first % d != 0 or not bool(np.array_equal(index.ravel(), first + np.arange(d))):
+        return None
+    return {"token": first // d}

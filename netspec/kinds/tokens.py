@@ -118,12 +118,18 @@ class PosEmbed(LayerArgs):
     ranks = (2,)
     fresh_output = True
     decay = False  # as the class token (timm's ``no_weight_decay``)
-    samples = ({}, {"std": 0.1}, {"positions": 4})
+    samples = ({}, {"std": 0.1}, {"positions": 4}, {"register_first": True})
 
     std: Float = Field(default=0.02, ge=0)
     #: the number of positions the table holds, when written: checked against the
     #: tokens that reach it (197 for ViT-B/16 at 224: 14·14 patches and a class token)
     positions: PosInt | None = None
+    #: register the table before every other tensor of the enclosing scope, after a
+    #: class token that does too (timm's ViT holds both as its own parameters)
+    register_first: bool = False
+
+    def registers_first(self) -> bool:
+        return self.register_first
 
     def out_shape(self, inputs: Sequence[Shape]) -> Shape:
         n, d = self.check_input(inputs)

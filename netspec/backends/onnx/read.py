@@ -426,7 +426,9 @@ class _Reader:
             if not (isinstance(x, _Value) and isinstance(b, np.ndarray)) or x.node == INPUT_ID:
                 continue
             flat = self.net.nodes[x.node]
-            if flat.kind == "linear" and not flat.options["bias"] and b.size == flat.shape[0]:
+            # a linear's outputs: F, or on tokens [N, out] each token's out
+            if flat.kind == "linear" and not flat.options["bias"] \
+                    and b.size == flat.options["out"]:
                 flat.options["bias"] = True
                 flat.args = validated(flat.kind, flat.options)
                 flat.tensors["bias"] = self._derive(view.names[1 - at] + "^flat", b.reshape(-1))

@@ -205,8 +205,8 @@ def read_matmul(n: ONode) -> Mapped | None:
         return None
     if x.layout == CHANNELS_LAST:
         options: dict[str, Any] = {"out": int(w.shape[1]), "bias": False, "over": "channels"}
-    else:
-        _need(n, x.layout == CANONICAL and len(x.shape) == 1, f"on a {list(x.shape)} tensor")
+    else:  # [F] features, or each of [N, D] tokens
+        _need(n, x.layout == CANONICAL and len(x.shape) in (1, 2), f"on a {list(x.shape)} tensor")
         options = {"out": int(w.shape[1]), "bias": False}
     wname = n.derive(n.names[1] + "^T", np.ascontiguousarray(w.T))
     return Mapped("linear", options, {"weight": wname}, inputs=[x], keeps_layout=True)
@@ -235,6 +235,8 @@ def read_layernorm(n: ONode) -> Mapped:
         options["over"] = "channels"
     elif x.layout == CANONICAL and len(x.shape) == 1 and axis in (-1, 1):
         pass
+    elif x.layout == CANONICAL and len(x.shape) == 2 and axis in (-1, 2):
+        pass  # each token over its D features
     elif x.layout == CANONICAL and len(x.shape) == 3 and axis == 1:
         options["affine"] = "element"
     else:
@@ -283,10 +285,12 @@ def read_layer_scale(n: ONode) -> Mapped | None:
     g, x = ins[at], ins[1 - at]
     if not isinstance(x, OIn):
         return None
-    c = x.shape[0]
+    # the scaled axis: a map's channels, a vector's features, each token's D features
+    c = x.shape[-1] if len(x.shape) == 2 else x.shape[0]
     image = x.layout == CANONICAL and len(x.shape) == 3 and g.shape in ((c, 1, 1), (1, c, 1, 1))
     flat = x.layout == CANONICAL and len(x.shape) == 1 and g.shape in ((c,), (1, c))
-    if g.size != c or c == 1 or not (image or flat):
+    tokens = x.layout == CANONICAL and len(x.shape) == 2 and g.shape in ((c,), (1, c), (1, 1, c))
+    if g.size != c or c == 1 or not (image or flat or tokens):
         return None
     want = (c, 1, 1) if image else (c,)
     name = n.names[at] if g.shape == want else n.derive(n.names[at] + "^view", g.reshape(want))
@@ -354,6 +358,8 @@ def read_avgpool(n: ONode) -> Mapped:
 
 
 def read_global_avgpool(n: ONode) -> Mapped | None:
+    if n.op_type == "ReduceMean" and (n.x.layout != CANONICAL or len(n.x.shape) != 3):
+        return None  # the mean of tokens is select's
     x = _image(n)
     if n.op_type == "GlobalAveragePool":
         return Mapped("global_avgpool")
@@ -435,6 +441,49 @@ def read_split(n: ONode) -> Mapped:
     return Mapped("split", options, inputs=[x], parts=sizes)
 
 
+def _reduced_axes(n: ONode) -> list[int] | None:
+    axes = n.attrs.get("axes")
+    if axes is None and n.const(1) is not None:
+        axes = list(np.asarray(n.const(1)).ravel())
+    return None if axes is None else [int(a) for a in axes]
+
+
+def read_select(n: ONode) -> Mapped | None:
+    """One token: Gather along the tokens with a scalar index (netspec's export, torch's
+    ``x[:, 0]``); the mean of the tokens: ReduceMean over axis 1."""
+    x = n.x
+    if x.layout != CANONICAL or len(x.shape) != 2:
+        return None
+    if n.op_type == "Gather":
+        index = n.const(1)
+        _need(n, index is not None and index.ndim == 0 and int(n.attrs.get("axis", 0)) % 3 == 1,
+              "gathers other than one token by a constant scalar index")
+        assert index is not None
+        return Mapped("select", {"token": int(index)}, inputs=[x])
+    axes = _reduced_axes(n)
+    if axes is None or [a % 3 for a in axes] != [1]:
+        return None
+    keep = n.attrs.get("keepdims", 1)
+    return Mapped("select", {"token": "mean"}, inputs=[x],
+                  view=(1, 1, x.shape[1]) if keep else None)
+
+
+def read_pos_embed(n: ONode) -> Mapped | None:
+    """An Add of a [1, N, D] (or [N, D]) constant to [N, D] tokens."""
+    ins = n.inputs
+    if len(ins) != 2 or [isinstance(v, np.ndarray) for v in ins].count(True) != 1:
+        return None
+    at = 0 if isinstance(ins[0], np.ndarray) else 1
+    w, x = ins[at], ins[1 - at]
+    if not isinstance(x, OIn) or x.layout != CANONICAL or len(x.shape) != 2:
+        return None
+    want = (1, *x.shape)
+    if w.shape not in (want, tuple(x.shape)):
+        return None  # a bias or another constant: no kind
+    name = n.names[at] if w.shape == want else n.derive(n.names[at] + "^view", w.reshape(want))
+    return Mapped("pos_embed", {}, {"weight": name}, inputs=[x])
+
+
 def _elementwise(kind: str) -> OnnxReader:
     assert kind in DEFINITIONS
     return OnnxReader(elementwise=True)
@@ -477,6 +526,18 @@ READERS: dict[str, OnnxReader] = {
     "global_avgpool": OnnxReader(("GlobalAveragePool", "ReduceMean"), read_global_avgpool),
     "flatten": OnnxReader(movement=movement.flatten),
     "upsample": OnnxReader(("Resize", "Upsample"), read_upsample),
+    "tokens": OnnxReader(movement=movement.tokens),
+    "map": OnnxReader(movement=movement.to_map),
+    "class_token": OnnxReader(absent=(
+        "an ONNX file expands the token to the batch read at run time (Shape, Slice, Concat, "
+        "Expand), and the reader evaluates Expand of constants nowhere: the Concat after it "
+        "never sees the token as a constant")),
+    "pos_embed": OnnxReader(("Add",), read_pos_embed),
+    "select": OnnxReader(("Gather", "ReduceMean"), read_select, movement=movement.select),
+    "attention": OnnxReader(absent=(
+        "an ONNX file spells it as a dozen generic ops (MatMuls by slices of the qkv weight, "
+        "Reshape and Transpose into heads, Mul by the scale, MatMul, Softmax, MatMul, "
+        "Transpose, Reshape, MatMul), which no reader recognises as one pattern yet")),
     "add": OnnxReader(("Add",), read_add),
     "concat": OnnxReader(("Concat",), read_concat),
 }

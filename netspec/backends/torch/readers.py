@@ -19,9 +19,10 @@ attributes it reads.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,12 @@ class In:
     #: the parameter belongs to a module that has submodules: torch registers it before
     #: theirs (torchvision's ConvNeXt block holds its layer scale so)
     param_first: bool = False
+    #: for a parameter: its own shape, before any view the code took of it (timm's
+    #: ConvNeXt reads its 1-D gamma as ``gamma.reshape(1, -1, 1, 1)``)
+    param_shape: Shape | None = None
+    #: the traced value it stands for: two arguments that are one tensor have the same
+    #: source (``attn(x, x, x)`` is self-attention); never compared by value
+    source: Any = field(default=None, compare=False, repr=False)
 
     @property
     def is_param(self) -> bool:
@@ -115,6 +122,10 @@ class Reader:
     read: ReadFn | None = None
     #: for a kind that only moves values (flatten, shuffle): recognise it in a view
     movement: MovementFn | None = None
+    #: whether a module of a claimed class is this kind's form: a class known by its
+    #: bare name (timm's ``Attention``) that is something else in a user's code is then
+    #: not a leaf, and is traced through
+    fits: Callable[[nn.Module], bool] | None = None
 
 
 def qualname(cls: type) -> str:
@@ -150,6 +161,14 @@ def _image(call: Call) -> In:
     if x.layout != CANONICAL or len(x.shape) != 3:
         raise Unmappable(f"{call.path}: {call.name} on a {_described(x)} tensor; netspec "
                          "applies it to [C, H, W] maps")
+    return x
+
+
+def _tokens(call: Call) -> In:
+    x = call.x
+    if x.layout != CANONICAL or len(x.shape) != 2:
+        raise Unmappable(f"{call.path}: {call.name} on a {_described(x)} tensor; netspec "
+                         "applies it to [N, D] tokens")
     return x
 
 
@@ -249,8 +268,9 @@ def _read_linear_function(call: Call) -> Mapped:
     if x.layout == CHANNELS_LAST:
         options["over"] = "channels"
     else:
-        _need(call, x.layout == CANONICAL and len(x.shape) == 1, f"reads a {list(x.shape)} "
-              "tensor (netspec's linear reads [F] features, or the channels of a map)")
+        _need(call, x.layout == CANONICAL and len(x.shape) in (1, 2), f"reads a "
+              f"{list(x.shape)} tensor (netspec's linear reads [F] features, [N, D] tokens "
+              "or the channels of a map)")
     tensors = {"weight": weight.param}
     if isinstance(bias, In) and bias.param is not None:
         tensors["bias"] = bias.param
@@ -270,10 +290,10 @@ def read_linear(call: Call) -> Mapped:
         return Mapped("linear", options, _weights(call, "weight", "bias"))
     if x.layout == CHANNELS_LAST:
         options["over"] = "channels"
-    elif x.layout != CANONICAL or len(x.shape) != 1:
+    elif x.layout != CANONICAL or len(x.shape) not in (1, 2):
         raise Unmappable(f"{call.path}: Linear on a {_described(x)} tensor of "
-                         f"{list(x.shape)}; netspec's linear reads [F] features, or the "
-                         "channels of a map")
+                         f"{list(x.shape)}; netspec's linear reads [F] features, [N, D] "
+                         "tokens, or the channels of a map")
     return Mapped("linear", options, _weights(call, "weight", "bias"), inputs=[x],
                   keeps_layout=True)
 
@@ -343,7 +363,7 @@ def _read_layer_norm_function(call: Call) -> Mapped:
     options: dict[str, Any] = {"kind": "layer", **({} if eps == 1e-5 else {"eps": eps})}
     if x.layout == CHANNELS_LAST and shape == (x.shape[0],):
         options["over"] = "channels"
-    elif not (x.layout == CANONICAL and shape == tuple(x.shape) and len(shape) == 1):
+    elif not (x.layout == CANONICAL and shape == tuple(x.shape[-1:]) and len(x.shape) in (1, 2)):
         raise Unmappable(f"{call.path}: layer_norm over {list(shape)} of a {_described(x)} "
                          "tensor has no netspec form")
     if weight is None:
@@ -371,8 +391,8 @@ def read_layernorm(call: Call) -> Mapped:
     options: dict[str, Any] = {"kind": "layer", **_eps(m)}
     if x.layout == CHANNELS_LAST and shape == (x.shape[0],):
         options["over"] = "channels"
-    elif x.layout == CANONICAL and shape == tuple(x.shape) and len(shape) == 1:
-        pass
+    elif x.layout == CANONICAL and len(x.shape) in (1, 2) and shape == tuple(x.shape[-1:]):
+        pass  # [F] features, or each token's D
     elif x.layout == CANONICAL and shape == tuple(x.shape) and len(shape) == 3:
         options["affine"] = "element"
     else:
@@ -677,6 +697,8 @@ def read_concat(call: Call) -> Mapped:
     xs = list(call.arg(0, "tensors"))
     dim = call.arg(1, "dim", 0)
     rank = len(xs[0].shape) + 1
+    _need(call, not any(isinstance(x, In) and x.is_param for x in xs),
+          "joins a parameter to the traced tensors (other than a class token put first)")
     _need(call, all(isinstance(x, In) and x.layout == CANONICAL for x in xs)
           and dim % rank == 1, f"joins along dim {dim}")
     return Mapped("concat", inputs=xs)
@@ -706,36 +728,51 @@ def read_split(call: Call) -> Mapped:
 
 
 # ---------------------------------------------------------------------------- others
+def _per_channel(shape: Sequence[int], x: In) -> bool:
+    """Whether a tensor of ``shape`` multiplied onto x scales each of its channels (a
+    map's C, a token's D, a vector's F) by one value, as torch broadcasts it."""
+    if x.layout == CHANNELS_LAST or len(x.shape) < 3:
+        want: tuple[int, ...] = (x.shape[0] if x.layout == CHANNELS_LAST else x.shape[-1],)
+    else:
+        want = (x.shape[0], 1, 1)
+    got = tuple(int(d) for d in shape)
+    while len(got) > len(want) and got[0] == 1:  # leading ones broadcast over the batch
+        got = got[1:]
+    return got == want
+
+
 def read_layer_scale(call: Call) -> Mapped | None:
-    """``γ * x`` with γ a parameter of one value per channel."""
+    """``γ * x`` with γ a parameter of one value per channel (per feature of [F] features,
+    per feature of each [N, D] token)."""
+    options: dict[str, Any] = {}
     if call.module is not None:  # timm's LayerScale / LayerScale2d, netspec's own
         attr = "gamma" if hasattr(call.module, "gamma") else "weight"
         gamma = getattr(call.module, attr)
         x = call.x
         source = f"{call.path}.{attr}"
-        if attr == "weight" and x.layout == CANONICAL and len(x.shape) == 3:
-            gamma = gamma.reshape(-1)  # netspec's [C, 1, 1], as LayerScale2d's [C]
+        own = tuple(gamma.shape)
+        used = own
+        if x.layout == CANONICAL and len(x.shape) == 3 and len(own) == 1:
+            used = (*own, 1, 1)  # LayerScale2d views its [C] as [1, C, 1, 1], netspec's too
     else:
         pair = _tensor_pair(call)
         if pair is None or [t.is_param for t in pair].count(True) != 1:
             return None
         g, x = pair if pair[0].is_param else pair[::-1]
         gamma, source = g.value, g.param
+        assert gamma is not None
+        used = tuple(gamma.shape)
+        own = g.param_shape or used
+        if g.param_first:
+            options["register_first"] = True
     assert gamma is not None and source is not None
-    c = x.shape[0]
-    fits = (gamma.numel() == c and (
-        (x.layout == CANONICAL and len(x.shape) == 3 and gamma.shape in ((c, 1, 1), (1, c, 1, 1)))
-        or (x.layout == CHANNELS_LAST and gamma.shape == (c,))
-        or (x.layout == CANONICAL and len(x.shape) == 1 and gamma.shape == (c,))))
-    if call.module is not None and len(x.shape) == 3 and x.layout == CANONICAL:
-        fits = gamma.shape == (c,)  # LayerScale2d views γ as [1, C, 1, 1]
-    _need(call, fits, f"multiplies by a parameter of shape {list(gamma.shape)}")
-    options: dict[str, Any] = {}
+    _need(call, _per_channel(used, x), f"multiplies a {_described(x)} {list(x.shape)} "
+          f"tensor by a parameter of shape {list(used)}")
+    if x.layout == CANONICAL and len(x.shape) == 3 and len(own) == 1:
+        options["flat"] = True  # a 1-D γ on a map (timm's): the shape its weights pair by
     init = _uniform(gamma, 1e-6)
     if init != 1e-6:
-        options["init"] = init
-    if call.module is None and pair[0 if pair[0].is_param else 1].param_first:
-        options["register_first"] = True
+        options = {"init": init, **options}
     return Mapped("layer_scale", options, {"weight": source}, inputs=[x], keeps_layout=True)
 
 
@@ -748,6 +785,230 @@ def read_dfl(call: Call) -> Mapped | None:
     if not (hasattr(m, "c1") and isinstance(getattr(m, "conv", None), nn.Conv2d)):
         return None
     return Mapped("dfl", {"bins": int(m.c1)}, {"weight": f"{call.path}.conv.weight"})
+
+
+# ---------------------------------------------------------------------------- tokens
+#: netspec's own token modules (tokens.py), so a built model imports back
+_NETSPEC_TOKENS = "netspec.backends.torch.tokens."
+
+
+def read_tokens(call: Call) -> Mapped:
+    """netspec's Tokens module; any other spelling (torchvision's reshape and permute) is
+    an index map that movement.tokens recognises."""
+    _image(call)
+    return Mapped("tokens")
+
+
+def read_to_map(call: Call) -> Mapped:
+    m = call.module
+    assert m is not None
+    x = _tokens(call)
+    return Mapped("map", {"size": [int(m.h), int(m.w)]}, inputs=[x])
+
+
+def read_class_token(call: Call) -> Mapped | None:
+    """netspec's ClassToken, or ``torch.cat([token.expand(n, -1, -1), x], dim=1)`` with
+    the token a [1, 1, D] parameter (torchvision's and timm's ViT): the expand to the
+    batch is the tracer's (at batch 1 it leaves the parameter as it is)."""
+    if call.module is not None:
+        x = _tokens(call)
+        return Mapped("class_token", {}, _weights(call, "token"), inputs=[x])
+    xs = call.arg(0, "tensors")
+    if not isinstance(xs, list | tuple) or len(xs) != 2:
+        return None
+    tok, x = xs
+    if not (isinstance(tok, In) and tok.is_param and isinstance(x, In) and not x.is_param):
+        return None  # a concatenation (a parameter after the tokens is refused there)
+    if x.layout != CANONICAL or len(x.shape) != 2:
+        return None
+    dim = call.arg(1, "dim", 0)
+    d = x.shape[1]
+    assert tok.value is not None
+    _need(call, dim % 3 == 1 and tuple(tok.value.shape) == (1, 1, d),
+          f"puts a parameter of shape {list(tok.value.shape)} before [N, D] = "
+          f"{list(x.shape)} tokens along dim {dim}")
+    # its init (torchvision's zeros, timm's N(0, 1e-6²)) cannot be told from trained
+    # values: the spec says 0, the default; the weights carry the values
+    options: dict[str, Any] = {"register_first": True} if tok.param_first else {}
+    return Mapped("class_token", options, {"token": str(tok.param)}, inputs=[x])
+
+
+def read_pos_embed(call: Call) -> Mapped | None:
+    """netspec's PosEmbed, or ``x + pos_embedding`` with a [1, N, D] (or [N, D])
+    parameter added to [N, D] tokens (torchvision's Encoder, timm's ViT)."""
+    if call.module is not None:
+        x = _tokens(call)
+        return Mapped("pos_embed", {}, _weights(call, "weight"), inputs=[x])
+    pair = _tensor_pair(call)
+    if pair is None or [t.is_param for t in pair].count(True) != 1:
+        return None
+    p, x = pair if pair[0].is_param else pair[::-1]
+    if x.layout != CANONICAL or len(x.shape) != 2:
+        return None  # a parameter added to a map or features: no kind (add refuses)
+    assert p.value is not None
+    shape = tuple(p.value.shape)
+    _need(call, call.arg(2, "alpha", 1) == 1 and shape in ((1, *x.shape), tuple(x.shape)),
+          f"adds a parameter of shape {list(shape)} to {list(x.shape)} tokens (a position "
+          "embedding is [1, N, D])")
+    options: dict[str, Any] = {"register_first": True} if p.param_first else {}
+    return Mapped("pos_embed", options, {"weight": str(p.param)}, inputs=[x])
+
+
+def read_select(call: Call) -> Mapped | None:
+    """netspec's Select, or ``x.mean(1)`` over the tokens; one token (``x[:, 0]``) is an
+    index map that movement.select recognises."""
+    if call.module is not None:
+        x = _tokens(call)
+        token = call.module.token
+        return Mapped("select", {"token": token if token == "mean" else int(token)},
+                      inputs=[x])
+    x = call.x
+    if x.layout != CANONICAL or len(x.shape) != 2:
+        return None  # global_avgpool's, or nothing
+    dims = call.arg(1, "dim")
+    dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+    if [d % 3 for d in dims] != [1]:
+        return None
+    keep = call.arg(2, "keepdim", False)
+    return Mapped("select", {"token": "mean"}, inputs=[x],
+                  view=(1, 1, x.shape[1]) if keep else None)
+
+
+def _attention_options(heads: int, d: int, head_dim: int, key_dim: int, qkv_bias: bool,
+                       out_bias: bool, drop: float) -> dict[str, Any]:
+    options: dict[str, Any] = {"heads": int(heads)}
+    if d % heads or head_dim != d // heads:
+        options["head_dim"] = int(head_dim)
+    if key_dim != head_dim:
+        options["key_dim"] = int(key_dim)
+    if not qkv_bias:
+        options["qkv_bias"] = False
+    if not out_bias:
+        options["out_bias"] = False
+    if drop:
+        options["drop"] = float(drop)
+    return options
+
+
+def _read_mha(call: Call) -> Mapped:
+    """torch's nn.MultiheadAttention called as self-attention on [B, N, D] tokens:
+    ``in_proj_weight`` is the kind's ``qkv.weight`` ([q | k | v], heads consecutive),
+    ``out_proj`` its ``proj``."""
+    m = call.module
+    assert isinstance(m, nn.MultiheadAttention)
+    _need(call, m.batch_first, "reads [sequence, batch, features] (batch_first=False; "
+          "netspec's batch axis is first)")
+    _need(call, m._qkv_same_embed_dim, f"projects keys and values from other sizes "
+          f"(kdim={m.kdim}, vdim={m.vdim}, embed_dim={m.embed_dim})")
+    _need(call, m.bias_k is None and m.bias_v is None, "adds learned key and value "
+          "biases (add_bias_kv)")
+    _need(call, not m.add_zero_attn, "attends to an added zero position (add_zero_attn)")
+    q, k, v = call.arg(0, "query"), call.arg(1, "key"), call.arg(2, "value")
+    _need(call, isinstance(q, In) and q.source is not None and all(
+        isinstance(t, In) and t.source is q.source for t in (k, v)),
+        "attends from one tensor to others (query, key and value are not one tensor)")
+    assert isinstance(q, In)
+    for i, name in ((3, "key_padding_mask"), (5, "attn_mask")):
+        _need(call, call.arg(i, name) is None, f"masks the attention ({name})")
+    _need(call, not call.arg(7, "is_causal", False), "masks the attention (is_causal)")
+    _need(call, q.layout == CANONICAL and len(q.shape) == 2,
+          f"attends over a {_described(q)} {list(q.shape)} tensor (netspec's attention "
+          "reads [N, D] tokens)")
+    d = int(m.embed_dim)
+    qkv_bias = m.in_proj_bias is not None
+    out_bias = m.out_proj.bias is not None
+    options = _attention_options(m.num_heads, d, m.head_dim, m.head_dim, qkv_bias, out_bias,
+                                 m.dropout)
+    sources = {"qkv.weight": "in_proj_weight", "qkv.bias": "in_proj_bias",
+               "proj.weight": "out_proj.weight", "proj.bias": "out_proj.bias"}
+    tensors = {n: f"{call.path}.{s}" for n, s in sources.items()
+               if (n != "qkv.bias" or qkv_bias) and (n != "proj.bias" or out_bias)}
+    return Mapped("attention", options, tensors, inputs=[q],
+                  extra_outputs=("its attention weights (the second output)",))
+
+
+def _read_timm_attention(call: Call) -> Mapped:
+    """timm's Attention (``qkv`` laid out [q | k | v], heads consecutive; ``proj``):
+    without q/k norms, output norm or masks, projecting back to its input's size."""
+    m = call.module
+    assert m is not None
+    x = call.x
+    _need(call, x.layout == CANONICAL and len(x.shape) == 2,
+          f"attends over a {_described(x)} {list(x.shape)} tensor (netspec's attention "
+          "reads [N, D] tokens)")
+    _need(call, call.arg(1, "attn_mask") is None and not call.arg(2, "is_causal", False),
+          "masks the attention")
+    for name, what in (("q_norm", "normalises the queries"), ("k_norm", "normalises the "
+                       "keys"), ("norm", "normalises the heads' output")):
+        sub = getattr(m, name, None)
+        _need(call, sub is None or isinstance(sub, nn.Identity), f"{what} ({name})")
+    proj_drop = float(getattr(getattr(m, "proj_drop", None), "p", 0.0))
+    _need(call, proj_drop == 0, f"drops the projection's output (proj_drop {proj_drop})")
+    heads, hd = int(m.num_heads), int(m.head_dim)
+    qkv, proj = m.qkv, m.proj
+    d = int(qkv.in_features)
+    _need(call, qkv.out_features == 3 * heads * hd and proj.in_features == heads * hd,
+          f"has a qkv of {qkv.out_features} rows for {heads} heads of {hd}")
+    _need(call, proj.out_features == d, f"projects to {proj.out_features} features, not "
+          f"back to its input's {d}")
+    scale = float(getattr(m, "scale", hd ** -0.5))
+    _need(call, math.isclose(scale, hd ** -0.5, rel_tol=1e-6), f"scales by {scale:g}, not "
+          "1/√head_dim")
+    drop = float(getattr(getattr(m, "attn_drop", None), "p", 0.0))
+    options = _attention_options(heads, d, hd, hd, qkv.bias is not None,
+                                 proj.bias is not None, drop)
+    return Mapped("attention", options, _weights_of(call, "qkv.weight", "qkv.bias",
+                                                   "proj.weight", "proj.bias"), inputs=[x])
+
+
+def read_attention(call: Call) -> Mapped:
+    m = call.module
+    assert m is not None
+    if isinstance(m, nn.MultiheadAttention):
+        return _read_mha(call)
+    if qualname(behaviour_class(m)) != _NETSPEC_TOKENS + "Attention":
+        return _read_timm_attention(call)
+    x = call.x  # netspec's own: tokens, or a map's positions
+    _need(call, x.layout == CANONICAL and len(x.shape) in (2, 3), f"attends over a "
+          f"{_described(x)} tensor")
+    layout = {"layout": "heads"} if getattr(m, "per_head", False) else {}
+    if m.qkv is None:  # project: false, q, k, v read from the input
+        options: dict[str, Any] = {"heads": int(m.heads), "project": False}
+        if m.key_dim != m.head_dim:  # else both are a third of each head's features
+            options["key_dim"] = int(m.key_dim)
+        if m.drop:
+            options["drop"] = float(m.drop)
+        return Mapped("attention", {**options, **layout}, inputs=[x])
+    d = int(m.qkv.in_features)
+    options = _attention_options(m.heads, d, m.head_dim, m.key_dim, m.qkv.bias is not None,
+                                 m.proj.bias is not None, m.drop)
+    return Mapped("attention", {**options, **layout},
+                  _weights_of(call, "qkv.weight", "qkv.bias", "proj.weight", "proj.bias"),
+                  inputs=[x])
+
+
+def _weights_of(call: Call, *names: str) -> dict[str, str]:
+    """The module's tensors at dotted paths (``qkv.weight``), those it has."""
+    assert call.module is not None
+    out = {}
+    for n in names:
+        owner, _, attr = n.rpartition(".")
+        if getattr(call.module.get_submodule(owner), attr, None) is not None:
+            out[n] = f"{call.path}.{n}"
+    return out
+
+
+def _attention_fits(m: nn.Module) -> bool:
+    """nn.MultiheadAttention, netspec's Attention, or a module shaped as timm's: a
+    Linear ``qkv`` and ``proj`` and its head count and size."""
+    if isinstance(m, nn.MultiheadAttention):
+        return True
+    if qualname(behaviour_class(m)) == _NETSPEC_TOKENS + "Attention":
+        return True  # with its projections or without (project: false)
+    linears = isinstance(getattr(m, "qkv", None), nn.Linear) and isinstance(
+        getattr(m, "proj", None), nn.Linear)
+    return linears and isinstance(getattr(m, "num_heads", None), int) and isinstance(
+        getattr(m, "head_dim", None), int)
 
 
 READERS: dict[str, Reader] = {
@@ -821,6 +1082,23 @@ READERS: dict[str, Reader] = {
     "flatten": Reader(movement=_on_numpy(movement.flatten)),
     "upsample": Reader(modules=(qualname(nn.Upsample),), functions=(F.interpolate,),
                        read=read_upsample),
+    # before concat and add, which claim the same functions: a parameter put first or
+    # added is a class token or a position embedding, never a concat or an add
+    "tokens": Reader(modules=(_NETSPEC_TOKENS + "Tokens",), read=read_tokens,
+                     movement=_on_numpy(movement.tokens)),
+    "map": Reader(modules=(_NETSPEC_TOKENS + "ToMap",), read=read_to_map,
+                  movement=_on_numpy(movement.to_map)),
+    "class_token": Reader(modules=(_NETSPEC_TOKENS + "ClassToken",),
+                          functions=(torch.cat, torch.concat), read=read_class_token),
+    "pos_embed": Reader(modules=(_NETSPEC_TOKENS + "PosEmbed",),
+                        functions=(operator.add, operator.iadd, torch.add),
+                        methods=("add", "add_"), read=read_pos_embed),
+    "select": Reader(modules=(_NETSPEC_TOKENS + "Select",), functions=(torch.mean,),
+                     methods=("mean",), read=read_select, movement=_on_numpy(movement.select)),
+    "attention": Reader(modules=(qualname(nn.MultiheadAttention), _NETSPEC_TOKENS + "Attention",
+                                 "timm.layers.attention.Attention",
+                                 "timm.models.vision_transformer.Attention"),
+                        read=read_attention, fits=_attention_fits),
     "add": Reader(functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),
                   read=read_add),
     "concat": Reader(functions=(torch.cat, torch.concat), read=read_concat),

@@ -10,10 +10,16 @@ interpreter walks the fx graph once, in order:
 - arithmetic on sizes (``x.size(1) // 2``) is computed, since every shape is known;
 - a view (view, reshape, permute, transpose, flatten, contiguous…) changes no value, only
   where values sit: it is applied to an *index map* — the positions of the source tensor's
-  values — and the layer kinds that only move values (flatten, shuffle) recognise
-  themselves in it, whatever code spelled them. A map that is ConvNeXt's channels-last
-  permute stays pending for the layers that read channels-last data (a Linear or a
-  LayerNorm over the channels) until it is permuted back.
+  values — and the layer kinds that only move values (flatten, shuffle, tokens, map,
+  select of one token) recognise themselves in it, whatever code spelled them. A map
+  that is ConvNeXt's channels-last permute stays pending for the layers that read
+  channels-last data (a Linear or a LayerNorm over the channels) until it is permuted
+  back.
+
+A parameter expanded to the batch (ViT's ``class_token.expand(n, -1, -1)``) is the
+parameter itself at the traced batch of 1. A module that returns its output with values
+netspec does not compute (nn.MultiheadAttention's attention weights) gives a tuple whose
+other items are refused only where the code uses them.
 
 Anything else is refused in one line naming the module path and the operation.
 """
@@ -105,6 +111,15 @@ class _Param:
     first: bool = False
 
 
+@dataclass
+class _Absent:
+    """A value a layer's module returns beside its output that netspec does not compute
+    (nn.MultiheadAttention's attention weights): harmless unless something uses it."""
+
+    what: str
+    where: str
+
+
 def _numel(shape: Shape) -> int:
     n = 1
     for d in shape:
@@ -137,7 +152,10 @@ MOVEMENT_READERS = [(op, r) for op, r in READERS.items() if r.movement is not No
 
 def module_readers(module: nn.Module) -> list[tuple[str, Reader]]:
     cls = behaviour_class(module)
-    return BY_MODULE.get(qualname(cls)) or BY_MODULE.get(cls.__name__, [])
+    readers = BY_MODULE.get(qualname(cls)) or BY_MODULE.get(cls.__name__, [])
+    # a class known by a bare name is that kind only in the form its reader reads (a
+    # user's own Attention wrapping nn.MultiheadAttention is traced through)
+    return [(op, r) for op, r in readers if r.fits is None or r.fits(module)]
 
 
 def claimed(module: nn.Module) -> bool:
@@ -274,9 +292,11 @@ class _Interpreter:
 
     def _as_in(self, a: Any) -> Any:
         if isinstance(a, _Value):
-            return In(a.shape, a.layout)
+            return In(a.shape, a.layout, source=a)
         if isinstance(a, _Param):
-            return In(tuple(a.value.shape), CANONICAL, a.name, a.value, a.first)
+            own = _attr(self.root, a.name)
+            return In(tuple(a.value.shape), CANONICAL, a.name, a.value, a.first,
+                      tuple(own.shape), source=a)
         if isinstance(a, list | tuple):
             return type(a)(self._as_in(x) for x in a)
         if isinstance(a, dict):
@@ -307,6 +327,12 @@ class _Interpreter:
             return _Param(str(node.target), value, first)
         args = fx.node.map_arg(node.args, self.values.__getitem__)
         kwargs = fx.node.map_arg(node.kwargs, self.values.__getitem__)
+        if not (node.target is operator.getitem and isinstance(args[0], tuple)):
+            # taking the layer's output out of its tuple is fine; using the rest is not
+            absent = _leaves((args, kwargs), _Absent)
+            if absent:
+                raise Unmappable(f"{absent[0].where}: the code uses {absent[0].what}, which "
+                                 "netspec does not compute")
         if node.op == "output":
             self._outputs(args[0])
             return None
@@ -363,6 +389,8 @@ class _Interpreter:
                 # a parameter seen another way (timm's gamma.reshape(1, -1, 1, 1))
                 p = args[0]
                 return _Param(p.name, getattr(p.value, name)(*args[1:], **kwargs), p.first)
+            if isinstance(args[0], _Param) and name == "expand":
+                return self._expand(args[0], args[1:], kwargs)
             if isinstance(args[0], _Value):
                 if name == "narrow":
                     return self._narrow(node, args[0], *args[1:], **kwargs)
@@ -411,6 +439,17 @@ class _Interpreter:
             raise Unmappable(f"{self.where}: the model refuses the input "
                              f"{list(self.input_shape)} ({first[:160]}); give --input") \
                 from None
+
+    def _expand(self, p: _Param, sizes: tuple, kwargs: dict) -> _Param:
+        """A parameter expanded to the batch (ViT's ``class_token.expand(n, -1, -1)``):
+        at batch 1, as traced, it is the parameter itself; an expansion along any other
+        axis would be a new tensor netspec has no layer for."""
+        value = p.value.expand(*sizes, **kwargs)
+        if tuple(value.shape) != tuple(p.value.shape):
+            raise Unmappable(f"{self.where}: expands {p.name} from {list(p.value.shape)} to "
+                             f"{list(value.shape)}; netspec expands a parameter only to the "
+                             "batch")
+        return p
 
     def _narrow(self, node: fx.Node, x: _Value, dim: int, start: int, length: int) -> _Value:
         """``x.narrow(1, start, length)``: a part of a split whose parts are the ranges
@@ -467,7 +506,10 @@ class _Interpreter:
             inputs = [lookup[id(i)] for i in mapped.inputs]
         if mapped.parts is not None:
             return self._split(node, mapped, inputs[0])
-        return self._add(node, mapped, inputs)
+        out = self._add(node, mapped, inputs)
+        if mapped.extra_outputs:
+            return (out, *(_Absent(what, call.path) for what in mapped.extra_outputs))
+        return out
 
     def _add(self, node: fx.Node, mapped: Mapped, inputs: list[_Value]) -> _Value:
         layouts = {v.layout for v in inputs}
