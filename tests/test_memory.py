@@ -35,14 +35,94 @@ def saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(kept.values())
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2"])
+#: how far the estimate may be from torch's account. The transformer's is exact but for
+#: the class token's [D] counted twice (select's view, kinds/tokens.py): +0.0026 % at
+#: batch 8 on torch 2.13's CPU
+TOLERANCE = {"vit_b_16": 0.001}
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "vit_b_16"])
 def test_saved_activations_match_autograd(name: str) -> None:
     graph = netspec.load(SPECS / f"{name}.yaml")
     torch.manual_seed(0)
     model = netspec.build(graph).train()
     measured = saved_bytes(model, torch.randn(8, *graph.input_shape))
     estimate = step_memory(graph, 8).activations
-    assert abs(estimate - measured) <= 0.10 * measured, (name, estimate, measured)
+    tolerance = TOLERANCE.get(name, 0.10)
+    assert abs(estimate - measured) <= tolerance * measured, (name, estimate, measured)
+
+
+#: attention on torch's other paths: with dropout on its weights (the math path, which
+#: keeps the n×n weights, the dropout mask and the weights after it), and over a map's
+#: positions (whose transposed view the qkv linear copies), once with queries and keys
+#: narrower than the values (the math path without dropout); and without projections
+#: (C2PSA's: q, k, v read from a conv + BN before it, per head), where a map's strided
+#: positions keep it off the flash kernel and tokens do not
+ATTENTION_SPECS = {
+    "attention_dropout": """
+netspec: 1
+name: attention_dropout
+input: [3, 32, 32]
+layers:
+  - conv: {out: 48, k: 4, stride: 4, pad: 0}
+  - tokens
+  - class_token
+  - pos_embed
+  - residual: {body: [{norm: layer}, {attention: {heads: 3, drop: 0.1}}, {dropout: {drop: 0.1}}]}
+  - residual: {body: [{norm: layer}, {linear: {out: 96}}, gelu, {linear: {out: 48}}]}
+  - norm: layer
+  - select: 0
+  - linear: {out: 10}
+""",
+    "map_attention": """
+netspec: 1
+name: map_attention
+input: [3, 32, 32]
+layers:
+  - conv: {out: 32, k: 3, stride: 2}
+  - relu
+  - residual: {body: [{attention: {heads: 2}}]}
+  - attention: {heads: 4, key_dim: 4}
+  - conv: {out: 8, k: 1}
+""",
+    "attention_without_projections": """
+netspec: 1
+name: attention_without_projections
+input: [3, 32, 32]
+layers:
+  - conv: {out: 64, k: 3, stride: 2}
+  - norm: batch
+  - attention: {heads: 2, key_dim: 8, project: false, layout: heads}
+  - conv: {out: 48, k: 2, stride: 2, pad: 0}
+  - tokens
+  - norm: layer
+  - attention: {heads: 2, project: false}
+  - linear: {out: 48}
+  - attention: {heads: 2, key_dim: 4, project: false, drop: 0.1}
+  - select: mean
+  - linear: {out: 10}
+""",
+    "map_attention_without_projections": """
+netspec: 1
+name: map_attention_without_projections
+input: [3, 32, 32]
+layers:
+  - conv: {out: 48, k: 3, stride: 2}
+  - attention: {heads: 2, project: false}
+  - conv: {out: 8, k: 1}
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION_SPECS))
+def test_attention_paths_match_autograd(name: str) -> None:
+    graph = netspec.loads(ATTENTION_SPECS[name])
+    torch.manual_seed(0)
+    model = netspec.build(graph).train()
+    measured = saved_bytes(model, torch.randn(8, *graph.input_shape))
+    estimate = step_memory(graph, 8).activations
+    # measured: +0.05 % (the class token's [D] twice, as above) and exact
+    assert abs(estimate - measured) <= 0.001 * measured, (name, estimate, measured)
 
 
 def test_bf16_autocast_activations_match_autograd() -> None:

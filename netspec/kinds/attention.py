@@ -145,18 +145,49 @@ class Attention(LayerArgs):
                 f"{d if self.out_bias else 0}")
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
-        # As backends/torch/tokens.py's Attention runs on the CPU (torch 2.13, measured
-        # with saved_tensors_hooks, tests/test_memory.py). Which kernel
-        # scaled_dot_product_attention takes decides what it keeps, and on the CPU it
-        # takes the flash kernel unless there is dropout or q, k, v differ in size
-        # (sdp_utils_cpp's use_flash_attention_cpp; a sdpa_kernel context can also turn
-        # it off, which a spec cannot see). On CUDA the choice also follows the dtype,
-        # head size and GPU (flash / memory-efficient / cuDNN keep the output and the
-        # log-sum-exp as below, dropout as an RNG seed, not a mask; math as below): this
-        # rule is the CPU's.
+        # As backends/torch/tokens.py's Attention runs on the CPU (torch 2.13 and 2.14,
+        # measured with saved_tensors_hooks: tests/test_memory.py). Which kernel
+        # scaled_dot_product_attention takes decides what it keeps. On the CPU it takes
+        # the flash kernel unless there is dropout, q, k, v differ in size, or their
+        # last axis is strided (sdp_utils_cpp's use_flash_attention_cpp; a sdpa_kernel
+        # context can also turn it off, which a spec cannot see). On CUDA the choice
+        # also follows the dtype, head size and GPU (flash / memory-efficient / cuDNN
+        # keep the output and the log-sum-exp as below and dropout as an RNG seed, not a
+        # mask; math as below): this rule is the CPU's.
         n, d = self.features(inputs[0])
         hd, kd = self.sizes(d)
         h = self.heads
+        lse = (h * n, 4, True)  # flash: the log-sum-exp per head and query, float32
+        # the math path: q·√s and k·√s (each scaled, made contiguous for bmm) and the
+        # softmax's output; with dropout, its mask (in the activations' dtype) and the
+        # weights after it. Its output is [B, heads, N, d], so joining the heads copies
+        # it (a block of n·heads·d)
+        weights = (h * n * n, None, True)
+        math = ((n * h * 2 * kd, None, True), weights,
+                *((weights, weights) if self.drop > 0 else ()))
+        joined = (n * h * hd, None, True)
+        # A map is taken to be laid out as torch lays a conv's output out, [B, C, H, W]
+        # contiguous. One that is channels-last in memory is not (a conv reading an
+        # attention's output, itself a transposed view, writes channels-last, and the
+        # layers after it follow): its positions are then no transposed view, the qkv
+        # linear keeps the map itself rather than a copy, and without projections the
+        # flash kernel runs. The memory format is the torch backend's, not the spec's,
+        # so no rule here can see it (measured: an attention after conv ← attention
+        # counted 2× what torch keeps; yolo11n's C2PSA, after plain convs, exact)
+        if not self.project:
+            # q, k, v are views of the input. A map's positions are a transposed view of
+            # it, whose last axis is strided: never the flash kernel
+            if self.drop == 0 and kd == hd and len(inputs[0]) == 2:
+                # flash keeps q, k, v (the input), its log-sum-exp and its output, laid
+                # out [B, N, heads, d] under a transposed view: joining the heads is a
+                # view of it, so that output is this layer's
+                return Saved(output=True, extra=(lse,))
+            if len(inputs[0]) == 3 and self.layout == "heads":
+                # math, and v per head of a map's positions folds [B, heads] into one
+                # axis as a view of the map: it keeps the input
+                return Saved(extra=math)
+            # math, and v copied contiguous for the second bmm
+            return Saved(inputs=(), extra=(*math, joined))
         # the qkv linear keeps its input: tokens as they are; a map's positions are a
         # transposed view of it ([B, C, H·W] → [B, H·W, C]) that the linear's matmul
         # copies to [B·H·W, C] and keeps: one more block of n·d, not the map's own.
@@ -166,20 +197,12 @@ class Attention(LayerArgs):
         # copied too, which a rule cannot see from the shapes: counted as the map
         keep, copy = ((0,), ()) if len(inputs[0]) == 2 else ((), ((n * d, None, True),))
         if self.drop == 0 and kd == hd:
-            # the flash kernel keeps q, k, v (views of the qkv projection's output: its
-            # one block), its output and the log-sum-exp per head and query (float32,
-            # under bf16 autocast too). Its output is laid out [B, N, heads, d] under a
-            # transposed view, so joining the heads for the projection is a view of it,
-            # and the projection keeps that same block
+            # flash keeps q, k, v (views of the qkv projection's output: its one block),
+            # its output and the log-sum-exp. Its output is laid out [B, N, heads, d]
+            # under a transposed view, so joining the heads for the output projection is
+            # a view of it, and the projection keeps that same block
             return Saved(inputs=keep, extra=(*copy, (n * h * (2 * kd + hd), None, True),
-                                             (n * h * hd, None, True), (h * n, 4, True)))
-        # the math path (dropout, or queries and keys narrower than the values): q·√s
-        # and k·√s (each scaled, made contiguous for bmm), the softmax's output, with
-        # dropout its mask (in the activations' dtype) and the weights after it, v
-        # copied contiguous for the second bmm; its output is [B, heads, N, d], so
-        # joining the heads copies it, and the projection keeps the copy. The qkv
-        # projection's output itself is not kept.
-        weights = (h * n * n, None, True)
-        dropped = (weights, weights) if self.drop > 0 else ()
-        return Saved(inputs=keep, extra=(*copy, (n * h * (2 * kd + 2 * hd), None, True),
-                                         weights, *dropped))
+                                             joined, lse))
+        # math: v copied contiguous for the second bmm, and the joined heads' copy,
+        # which the output projection keeps. The qkv projection's output is not kept
+        return Saved(inputs=keep, extra=(*copy, *math, joined, joined))
