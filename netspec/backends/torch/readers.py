@@ -850,7 +850,11 @@ def read_pos_embed(call: Call) -> Mapped | None:
     _need(call, call.arg(2, "alpha", 1) == 1 and shape in ((1, *x.shape), tuple(x.shape)),
           f"adds a parameter of shape {list(shape)} to {list(x.shape)} tokens (a position "
           "embedding is [1, N, D])")
-    options: dict[str, Any] = {"register_first": True} if p.param_first else {}
+    # timm's table is the model's own, registered before every submodule: first in the
+    # spec too. torchvision's belongs to its Encoder, registered after the patch conv
+    # as the spec's order has it already
+    root = p.param_first and "." not in str(p.param)
+    options: dict[str, Any] = {"register_first": True} if root else {}
     return Mapped("pos_embed", options, {"weight": str(p.param)}, inputs=[x])
 
 
@@ -1011,6 +1015,51 @@ def _attention_fits(m: nn.Module) -> bool:
         getattr(m, "head_dim", None), int)
 
 
+# ---------------------------------------------------------------------------- Swin
+#: netspec's own Swin modules (window.py), so a built model imports back
+_NETSPEC_WINDOW = "netspec.backends.torch.window."
+
+
+def read_window_attention(call: Call) -> Mapped:
+    """netspec's WindowAttention on a [C, H, W] map, or torchvision's
+    ShiftedWindowAttention (V1) on the channels-last view of one; torchvision's
+    ``relative_position_index`` is no netspec tensor (it follows from the window)."""
+    m = call.module
+    assert m is not None
+    x = call.x
+    own = qualname(behaviour_class(m)) == _NETSPEC_WINDOW + "WindowAttention"
+    layout = CANONICAL if own else CHANNELS_LAST
+    _need(call, x.layout == layout and len(x.shape) == 3, f"attends in windows of a "
+          f"{_described(x)} {list(x.shape)} tensor (netspec's window_attention reads a "
+          "[C, H, W] map)")
+    if own:
+        window, shift, heads, drop = m.window, m.shift, m.heads, m.drop
+    else:
+        window, shift, heads = m.window_size, m.shift_size, m.num_heads
+        drop = m.attention_dropout
+        _need(call, not m.dropout, f"drops the projection's output (dropout {m.dropout})")
+    def short(v: Sequence[int]) -> int | list[int]:  # a pair as the spec writes it
+        return int(v[0]) if v[0] == v[1] else [int(a) for a in v]
+
+    options: dict[str, Any] = {"heads": int(heads), "window": short(window)}
+    if any(shift):
+        options["shift"] = short(shift)
+    if m.qkv.bias is None:
+        options["qkv_bias"] = False
+    if m.proj.bias is None:
+        options["out_bias"] = False
+    if drop:
+        options["drop"] = float(drop)
+    tensors = _weights_of(call, "relative_position_bias_table", "qkv.weight", "qkv.bias",
+                          "proj.weight", "proj.bias")
+    return Mapped("window_attention", options, tensors, inputs=[x], keeps_layout=not own)
+
+
+def read_patch_merge(call: Call) -> Mapped:
+    _image(call)
+    return Mapped("patch_merge")
+
+
 READERS: dict[str, Reader] = {
     "conv": Reader(modules=(qualname(nn.Conv2d),), read=read_conv),
     "conv_transpose": Reader(modules=(qualname(nn.ConvTranspose2d),), read=read_conv_transpose),
@@ -1099,6 +1148,11 @@ READERS: dict[str, Reader] = {
                                  "timm.layers.attention.Attention",
                                  "timm.models.vision_transformer.Attention"),
                         read=read_attention, fits=_attention_fits),
+    "window_attention": Reader(modules=(_NETSPEC_WINDOW + "WindowAttention",
+                                        "torchvision.models.swin_transformer."
+                                        "ShiftedWindowAttention"),
+                               read=read_window_attention),
+    "patch_merge": Reader(modules=(_NETSPEC_WINDOW + "PatchMerge",), read=read_patch_merge),
     "add": Reader(functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),
                   read=read_add),
     "concat": Reader(functions=(torch.cat, torch.concat), read=read_concat),
