@@ -466,6 +466,18 @@ def test_zoo_matches_reference_by_position(name: str) -> None:
     torch.manual_seed(0)
     ref = REFERENCES[name]().eval()
     randomize(ref)
+    shape = netspec.load(path).input_shape
+    x = torch.randn(2, *shape)
+    # every BN's statistics those of its own input on random images (a plain average
+    # over one batch): with random statistics alone, YOLOv8's 20-odd layers shrink the
+    # image's part of its outputs below the comparison's tolerance
+    for bn in ref.modules():
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            bn.reset_running_stats()
+            bn.momentum = None
+    with torch.no_grad():
+        ref.train()(torch.randn(2, *shape))
+    ref.eval()
     ours = build(path).eval()
     theirs, mine = ref.state_dict(), ours.state_dict()
     assert len(theirs) == len(mine)
@@ -473,14 +485,17 @@ def test_zoo_matches_reference_by_position(name: str) -> None:
         for (tk, tv), (mk, mv) in zip(theirs.items(), mine.items(), strict=True):
             assert tv.shape == mv.shape, (tk, mk)
             mv.copy_(tv)
-        x = torch.randn(1, *netspec.load(path).input_shape)
         got, want = ours(x), ref(x)
         # a detector returns its outputs as a tuple (netspec) or a list (Ultralytics)
         got = list(got) if isinstance(got, tuple) else [got]
         want = list(want) if isinstance(want, list | tuple) else [want]
         assert len(got) == len(want)
         for a, b in zip(got, want, strict=True):
-            torch.testing.assert_close(a, b)
+            scale = float(b.abs().max())
+            # the comparison means something: the two images' outputs differ far
+            # beyond its tolerance
+            assert float((b[1] - b[0]).abs().max()) > 0.01 * scale, name
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * scale)
 
 
 # ------------------------------------------------------------------ training machinery
