@@ -4,8 +4,11 @@ torch's FLOP counter for the MACs, and the layouts' index arithmetic."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from hypothesis import given, settings
@@ -16,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import netspec
 from netspec.backends.torch import param_groups
+from netspec.cli import main
 
 
 def net(layers: str, inp: str = "[8, 4, 5]", **vars: object) -> netspec.Graph:
@@ -195,3 +199,44 @@ def test_attention_without_projections_on_tokens_in_torch_layout() -> None:
         want, _ = mha(t, t, t, need_weights=False)
         got = model.eval()(x) @ mha.out_proj.weight.T + mha.out_proj.bias
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+VIT_SMALL = """netspec: 1
+name: vit_small
+input: [3, 16, 16]
+layers:
+  - conv: {out: 16, k: 4, stride: 4, pad: 0}
+  - tokens
+  - class_token: {std: 0.02}
+  - pos_embed
+  - residual:
+      body: [{norm: layer}, {attention: 4}]
+  - residual:
+      body: [{norm: layer}, {linear: {out: 32}}, gelu, {linear: {out: 16}}]
+  - norm: layer
+  - select: 0
+  - linear: {out: 10}
+"""
+
+
+@pytest.mark.parametrize("opset", [17, 23])
+def test_int8_quantizes_attention_and_names_what_stays_float(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], opset: int) -> None:
+    """onnxruntime's quantizer puts every MatMul of a ViT — projections, q·kᵀ and the
+    weights·v — between DequantizeLinears (below opset 23; from 23 ONNX's Attention node,
+    which stays float); the layers onnxruntime runs in float are named with why."""
+    spec = tmp_path / "vit.yaml"
+    spec.write_text(VIT_SMALL)
+    out = tmp_path / "vit.onnx"
+    assert main(["export", str(spec), "-o", str(out), "--opset", str(opset), "--precision",
+                 "int8", "--calibration-data", "random", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)["int8"]
+    model = onnx.load(str(out))
+    made = {o: n.op_type for n in model.graph.node for o in n.output}
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert len(matmuls) == (6 if opset < 23 else 4)  # qkv, proj, MLP ×2 (+ the two)
+    for n in matmuls:
+        assert [made.get(i) for i in n.input] == ["DequantizeLinear"] * 2, n.name
+    assert report["top1_agreement"] >= 0.9 and report["compared"] > 0
+    assert {"ln1", "ln2", "ln3"} <= set(report["float_layers"])
+    assert all("in float" in why for why in report["float_layers"].values())
