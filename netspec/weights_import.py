@@ -130,14 +130,19 @@ class Pairing:
 
 def spec_tensors(graph: Graph) -> list[SpecTensor]:
     """The spec's tensors in torch's state_dict order: layer by layer in registration
-    order, each layer's parameters then its buffers."""
+    order, each layer's parameters then its buffers. A kind's own submodules (attention's
+    ``qkv`` and ``proj``) are layers of their own here, as a source holds them: timm's
+    in two child modules, torch's MultiheadAttention as its own ``in_proj_*`` and a child
+    ``out_proj``."""
     out: list[SpecTensor] = []
     for node in graph.registration():
         assert node.args is not None
         shapes = graph.input_shapes(node)
         for table in (node.args.param_shapes(shapes), node.args.buffer_shapes(shapes)):
             for key, shape in table.items():
-                out.append(SpecTensor(f"{node.name}.{key}", tuple(shape), node.name, node.op))
+                part = key.rpartition(".")[0]
+                layer = f"{node.name}.{part}" if part else node.name
+                out.append(SpecTensor(f"{node.name}.{key}", tuple(shape), layer, node.op))
     return out
 
 

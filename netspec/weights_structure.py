@@ -7,16 +7,21 @@ each child's, children in the order they were registered. The names carry that t
 ``features.10``: compared as numbers) but not of named ones (``conv1``, ``bn1``,
 ``layer1``). So the search is for the orders of named children under which the
 source's tensors, laid out depth first, fit the spec's in the spec's order: every shape
-equal, a module's own tensors exactly one spec layer's, a ``weight``, ``bias``,
-``running_mean`` or ``running_var`` where the spec has the same.
+equal, a module's own tensors whole spec layers (one, or several in a row: timm's ViT
+holds its class token and position table as its own), a ``weight``, ``bias``,
+``running_mean`` or ``running_var`` where the spec has the same. A kind's own
+submodules (attention's ``qkv``, ``proj``) are layers of their own here.
 
 Exactly one fitting pairing is taken. Where several fit (same-shaped modules whose
 names say nothing), the names are asked next, as evidence: a source name equal to a
 spec name pairs with it (a ``--map`` makes such names), and siblings numbered alike
 (``bn1`` before ``bn2``, ``block1-0`` before ``block1-1``, ``a`` before ``b``) keep their
-numbers' order — both, else the spec's names alone, else the numbering alone. One
-pairing under that evidence is taken, and said to be; otherwise the pairing is refused,
-naming two tensors that could trade places.
+numbers' order — both, else the spec's names alone, else the numbering alone; and last,
+with both, the names of the modules that hold the tensors where the two sides share
+them (torchvision's ViT blocks begin and end with [D] tensors, so each block's norms
+could shift by one; the spec's ``as: ln_1`` says which). One pairing under that evidence
+is taken, and said to be; otherwise the pairing is refused, naming two tensors that
+could trade places.
 
 The search is a dynamic programme over (module, start position), with at most two
 solutions kept per state (one is the answer, two are an ambiguity) and a bounded amount
@@ -98,6 +103,13 @@ def _role(name: str) -> str | None:
     return last if last in ROLES else None
 
 
+def _leaf(name: str) -> str | None:
+    """The name of the module that holds the tensor (``ln_1`` of ``….ln_1.weight``),
+    unless it is a number (a repeat's copy, a Sequential's child: no name of its own)."""
+    parts = name.split(".")
+    return parts[-2] if len(parts) > 1 and not parts[-2].isdigit() else None
+
+
 def _digest(key: tuple[int, ...]) -> int:
     # a multiset of shapes as the sum of their hashes (mod 2**64): equal multisets give
     # equal sums; a collision only costs a search that then fails
@@ -150,12 +162,17 @@ def _letters_count(members: list[tuple[tuple[Any, ...], str]], j: int) -> bool:
 class _Search:
     def __init__(self, names: Sequence[str], shapes: Sequence[Shape],
                  want: Sequence[SpecTensor], anchors: bool = False,
-                 hints: bool = False) -> None:
+                 hints: bool = False, leaves: bool = False) -> None:
         self.names, self.want, self.hints = names, want, hints
         self.keys = [_shape_key(s) for s in shapes]
         self.want_keys = [_shape_key(t.shape) for t in want]
         self.roles = [_role(n) for n in names]
         self.want_roles = [_role(t.name) for t in want]
+        # as evidence: the module names both sides use (torchvision's ``ln_1`` and the
+        # spec's ``as: ln_1``) keep a tensor to a spec layer of the same name
+        self.leaf = [_leaf(n) for n in names]
+        self.want_leaf = [_leaf(t.name) for t in want]
+        self.shared = set(self.leaf) & set(self.want_leaf) - {None} if leaves else set()
         prefix = [0]
         for k in self.want_keys:
             prefix.append((prefix[-1] + _digest(k)) & 0xFFFF_FFFF_FFFF_FFFF)
@@ -231,6 +248,9 @@ class _Search:
         if self.keys[leaf] != self.want_keys[pos]:
             return False
         r, w = self.roles[leaf], self.want_roles[pos]
+        if self.shared and self.leaf[leaf] != self.want_leaf[pos] and \
+                self.leaf[leaf] in self.shared and self.want_leaf[pos] in self.shared:
+            return False
         return r is None or w is None or r == w
 
     def _leaf_ok(self, leaf: int, pos: int) -> bool:
@@ -255,11 +275,14 @@ class _Search:
         return out
 
     def _own(self, node: _Module, start: int) -> list[tuple[int, ...]]:
-        """A module's own tensors are one spec layer, whole: at most two orders of them."""
+        """A module's own tensors are whole spec layers — one, or several in a row (timm's
+        ViT holds its class token and position table as its own): at most two orders."""
         k = len(node.leaves)
         if k == 0:
             return [()]
-        if self.layer_start[start] != start or self.layer_size[start] != k:
+        end = start + k
+        if self.layer_start[start] != start or end > len(self.want) or (
+                end < len(self.want) and self.layer_start[end] != end):
             return []
         found: list[tuple[int, ...]] = []
         todo: list[tuple[int, ...]] = [()]
@@ -336,8 +359,10 @@ def pair_by_structure(names: Sequence[str], shapes: Sequence[Shape],
     # the spec's names (which a --map makes), else the numbering; each level's pairings
     # are among the shapes' own
     ambiguous = ways
-    for anchors, hints in ((True, True), (True, False), (False, True)):
-        told = _ways(_Search(names, shapes, want, anchors=anchors, hints=hints))
+    for anchors, hints, leaves in ((True, True, False), (True, False, False),
+                                   (False, True, False), (True, True, True)):
+        told = _ways(_Search(names, shapes, want, anchors=anchors, hints=hints,
+                             leaves=leaves))
         if told is not None and len(told) == 1:
             return Outcome([names[i] for i in _flatten(told[0])], True)
         if told is not None and len(told) == 2 and (ambiguous is None or ambiguous is ways):

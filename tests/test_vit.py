@@ -160,7 +160,7 @@ def test_tensors_pair_by_position_with_other_names() -> None:
         "self_attention.in_proj_bias", "self_attention.out_proj.weight",
         "self_attention.out_proj.bias")]
     assert list(mine)[4:10] == [f"encoder.0.{k}" for k in (
-        "ln1.weight", "ln1.bias", "attn1.qkv.weight", "attn1.qkv.bias", "attn1.proj.weight",
+        "ln_1.weight", "ln_1.bias", "attn1.qkv.weight", "attn1.qkv.bias", "attn1.proj.weight",
         "attn1.proj.bias")]
     assert set(theirs).isdisjoint(mine)  # the names differ: the pairing is by position
 

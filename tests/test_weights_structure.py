@@ -341,3 +341,53 @@ def test_many_same_shaped_modules_are_bounded_work() -> None:
         assert p.by_names
         for i, n in enumerate(names):
             np.testing.assert_array_equal(p.tensors[f"fc{i + 1}.weight"], tensors[f"{n}.weight"])
+
+
+#: a small ViT: both layouts below, at sizes a test builds in a blink
+SMALL_VIT = {"image": 32, "patch": 8, "dim": 24, "depth": 3, "heads": 3, "mlp": 40,
+             "classes": 10}
+
+
+def test_torchvisions_vit_pairs_by_structure_with_its_module_names() -> None:
+    """torchvision's ViT from a .safetensors: MultiheadAttention holds in_proj_* itself
+    and out_proj as a child (two layers to pair, one netspec attention); every block
+    begins and ends with a [D] tensor, so shapes and numbering alone allow shifting each
+    block's norms by one — the spec's `ln_1`, `ln_2`, `ln` (torchvision's module names)
+    say which. Each tensor lands where torch registers it."""
+    from reference_nets_vit import vit_b_16
+
+    torch.manual_seed(0)
+    ref = vit_b_16(SMALL_VIT["classes"], **{k: v for k, v in SMALL_VIT.items()
+                                            if k != "classes"})
+    randomize(ref, seed=1)
+    state = {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+    graph = netspec.load(SPECS / "vit_b_16.yaml", **SMALL_VIT)
+    p = pair(graph, Source(dict(sorted(state.items())), ordered=False), "vit.safetensors")
+    assert p.how == "structure" and p.by_names
+    for t, key in zip(spec_tensors(graph), state, strict=True):
+        np.testing.assert_array_equal(p.tensors[t.name], state[key])
+
+
+def timm_vit_name(spec_name: str) -> str:
+    """The name timm's VisionTransformer gives each tensor of examples/vit_tiny_timm.yaml
+    (written out here from timm's module tree, not taken from netspec)."""
+    fixed = {"cls_token.token": "cls_token", "pos_embed.weight": "pos_embed"}
+    if spec_name in fixed:
+        return fixed[spec_name]
+    return re.sub(r"^blocks\.(\d+)\.(fc[12])\.", r"blocks.\1.mlp.\2.", spec_name).replace(
+        "patch_embed.", "patch_embed.proj.")
+
+
+def test_timms_vit_pairs_by_structure_its_own_tensors_two_layers() -> None:
+    """timm's ViT holds the class token and the position table as the model's own two
+    parameters (two spec layers in one module) and attention's qkv and proj as two
+    child modules (one netspec layer)."""
+    graph = netspec.load(ROOT / "examples" / "vit_tiny_timm.yaml", **SMALL_VIT)
+    rng = np.random.default_rng(0)
+    ordered = {timm_vit_name(t.name): rng.standard_normal(t.shape).astype(np.float32)
+               for t in spec_tensors(graph)}
+    assert "blocks.0.attn.qkv.weight" in ordered and "blocks.2.mlp.fc2.bias" in ordered
+    p = pair(graph, Source(dict(sorted(ordered.items())), ordered=False), "timm.safetensors")
+    assert p.how == "structure"
+    for t, key in zip(spec_tensors(graph), ordered, strict=True):
+        np.testing.assert_array_equal(p.tensors[t.name], ordered[key])
