@@ -100,12 +100,16 @@ class Builder:
         return self.tensor(node.name)
 
     # ---------------------------------------------------------------- initializers
-    def const(self, name: str, value: Any, dtype: Any = None) -> str:
+    def const(self, name: str, value: Any, dtype: Any = None, scalar: bool = False) -> str:
         """An initializer (weights, folded constants, shapes), in the model's float dtype
-        unless ``dtype`` says otherwise; returns its name."""
+        unless ``dtype`` says otherwise; returns its name. A single number is written as
+        [1] (which broadcasts alike, and keeps every file's bytes as they were), or as a
+        true scalar with ``scalar`` (Gather's index, which drops the axis only then)."""
         if name in self.initializers:
             raise AssertionError(f"initializer {name} emitted twice")
         array = little_endian(np.asarray(value, dtype=dtype or self.float_dtype))
+        if scalar:
+            array = array.reshape(())
         t = self.proto.initializer.add()  # its data stays in the array (wire.py)
         t.name = name
         t.data_type = helper.np_dtype_to_tensor_dtype(array.dtype.newbyteorder("="))

@@ -22,6 +22,7 @@ from netspec.backends.onnx.builder import Builder
 from netspec.graph import Node
 from netspec.kinds.conv import pair
 from netspec.kinds.pool import WindowPool
+from netspec.kinds.window import relative_position_index, shifted_regions
 
 Emitter = Callable[[Builder, Node], None]
 
@@ -482,8 +483,8 @@ def select(b: Builder, node: Node) -> None:
     a = _args(node)
     (x,) = b.inputs(node)
     if a.token != "mean":
-        b.op("Gather", [x, _i64(b, f"{node.name}/index", a.token)], b.out(node), node.name,
-             axis=1)
+        index = b.const(f"{node.name}/index", a.token, np.int64, scalar=True)
+        b.op("Gather", [x, index], b.out(node), node.name, axis=1)
     elif b.opset >= ops.REDUCE_AXES_INPUT_OPSET:
         b.op("ReduceMean", [x, _i64(b, f"{node.name}/axes", [1])], b.out(node), node.name,
              keepdims=0)
@@ -568,6 +569,137 @@ def _project_out(b: Builder, node: Node, o: str, x_shape: tuple[int, ...]) -> No
     else:
         shape = _i64(b, f"{n}/shape", [0, *node.shape])
     b.op("Reshape", [o, shape], b.out(node), n)
+
+
+# ------------------------------------------------------------------ Swin
+def window_attention(b: Builder, node: Node) -> None:
+    """torchvision's shifted-window attention on [B, C, H, W]: padded to whole windows
+    (Concat with zeros, bottom then right: netspec never emits Pad), rolled by −shift
+    (Slice and Concat), cut into windows (Reshape, Transpose, Reshape to [B·windows, n,
+    C]); q, k, v from the qkv MatMul, per head; MatMul(q·head_dim^−½, kᵀ) plus one
+    constant, the relative position bias with the shifted windows' −100 mask already
+    added ([windows, heads, n, n], or [1, heads, n, n] unshifted); Softmax; MatMul(·v);
+    the heads joined and projected; the windows put back, rolled back, cropped. The same
+    form at every opset (ONNX's Attention takes one mask for all the batch, not one per
+    window). The spec's size is baked in: dynamic.py refuses --dynamic-size here."""
+    a = _args(node)
+    c, h, w = _in_shape(b, node)
+    (hp, wp), (sh, sw) = a.layout(h, w)
+    wh, ww = pair(a.window)
+    heads, n = a.heads, node.name
+    hd, size, windows = c // heads, wh * ww, hp * wp // (wh * ww)
+    (x,) = b.inputs(node)
+
+    def step(op_type: str, ins: list[str], key: str, **attrs: Any) -> str:
+        return b.op(op_type, ins, f"{n}/{key}", f"{n}/{key}", **attrs)
+
+    def cut(t: str, key: str, axis: int, start: int, stop: int, out: str | None = None
+            ) -> str:
+        ins = [t, _i64(b, f"{n}/{key}/starts", [start]), _i64(b, f"{n}/{key}/ends", [stop]),
+               _i64(b, f"{n}/{key}/axes", [axis])]
+        return b.op("Slice", ins, out or f"{n}/{key}", f"{n}/{key}")
+
+    if (hp, wp) != (h, w):  # zeros [B, C, rows, W] below, then [B, C, Hp, cols] right
+        batch = cut(step("Shape", [x], "xshape"), "batch", 0, 0, 1)
+        zero = b.const(f"{n}/zero", np.zeros((1, 1, 1, 1)))
+        for axis, rows, rest in ((2, hp - h, [c, hp - h, w]), (3, wp - w, [c, hp, wp - w])):
+            if rows:
+                shape = step("Concat", [batch, _i64(b, f"{n}/pad{axis}/rest", rest)],
+                             f"pad{axis}/shape", axis=0)
+                zeros = step("Expand", [zero, shape], f"pad{axis}/zeros")
+                x = step("Concat", [x, zeros], f"pad{axis}", axis=axis)
+
+    def roll(t: str, key: str, axis: int, length: int, by: int, out: str | None = None
+             ) -> str:
+        """torch.roll by −``by``: the part from ``by`` on, then the first ``by``."""
+        parts = [cut(t, f"{key}/tail", axis, by, length), cut(t, f"{key}/head", axis, 0, by)]
+        return b.op("Concat", parts, out or f"{n}/{key}", f"{n}/{key}", axis=axis)
+
+    if sh:
+        x = roll(x, "shift_h", 2, hp, sh)
+    if sw:
+        x = roll(x, "shift_w", 3, wp, sw)
+    # [B, C, Hp/wh, wh, Wp/ww, ww] → [B, Hp/wh, Wp/ww, wh, ww, C] → [B·windows, n, C]
+    x = step("Reshape", [x, _i64(b, f"{n}/grid/shape", [0, c, hp // wh, wh, wp // ww, ww])],
+             "grid")
+    x = step("Transpose", [x], "windows/t", perm=[0, 2, 4, 3, 5, 1])
+    x = step("Reshape", [x, _i64(b, f"{n}/windows/shape", [-1, size, c])], "windows")
+    qkv = _matmul_t(b, node, x, f"{n}/qkv", f"{n}/qkv", "qkv.weight", "qkv.bias")
+    qkv_heads = {}
+    for i, key in enumerate("qkv"):
+        part = cut(qkv, key, 2, i * c, (i + 1) * c)
+        part = step("Reshape", [part, _i64(b, f"{n}/{key}/heads", [0, -1, heads, hd])],
+                    f"{key}/split")
+        qkv_heads[key] = step("Transpose", [part], f"{key}/t", perm=[0, 2, 1, 3])
+    q = step("Mul", [qkv_heads["q"], b.const(f"{n}/scale", hd ** -0.5)], "qs")
+    kt = step("Transpose", [qkv_heads["k"]], "kt", perm=[0, 1, 3, 2])
+    scores = step("MatMul", [q, kt], "scores")
+    bias = _window_bias(b, node, (hp, wp), (sh, sw))
+    if sh or sw:  # one mask per window: the windows get an axis of their own
+        scores = step("Reshape", [scores, _i64(b, f"{n}/by_window/shape",
+                                               [-1, windows, heads, size, size])], "by_window")
+        scores = step("Add", [scores, bias], "biased/windows")
+        scores = step("Reshape", [scores, _i64(b, f"{n}/biased/shape",
+                                               [-1, heads, size, size])], "biased")
+    else:
+        scores = step("Add", [scores, bias], "biased")
+    weights = step("Softmax", [scores], "weights", axis=3)  # the last axis at every opset
+    o = step("MatMul", [weights, qkv_heads["v"]], "attended")
+    o = step("Transpose", [o], "joined", perm=[0, 2, 1, 3])
+    o = step("Reshape", [o, _i64(b, f"{n}/heads/shape", [-1, size, c])], "heads")
+    o = _matmul_t(b, node, o, f"{n}/proj", f"{n}/proj", "proj.weight", "proj.bias")
+    # back: [B, Hp/wh, Wp/ww, wh, ww, C] → [B, C, Hp/wh, wh, Wp/ww, ww] → [B, C, Hp, Wp]
+    o = step("Reshape", [o, _i64(b, f"{n}/ungrid/shape",
+                                 [-1, hp // wh, wp // ww, wh, ww, c])], "ungrid")
+    o = step("Transpose", [o], "map/t", perm=[0, 5, 1, 3, 2, 4])
+    tail = [k for k, on in (("h", sh), ("w", sw), ("crop", (hp, wp) != (h, w))) if on]
+    last = b.out(node)
+    o = b.op("Reshape", [o, _i64(b, f"{n}/map/shape", [0, c, hp, wp])],
+             last if not tail else f"{n}/map", f"{n}/map")
+    if sh:
+        o = roll(o, "unshift_h", 2, hp, hp - sh, last if tail[-1] == "h" else None)
+    if sw:
+        o = roll(o, "unshift_w", 3, wp, wp - sw, last if tail[-1] == "w" else None)
+    if (hp, wp) != (h, w):
+        ins = [o, _i64(b, f"{n}/crop/starts", [0, 0]), _i64(b, f"{n}/crop/ends", [h, w]),
+               _i64(b, f"{n}/crop/axes", [2, 3])]
+        b.op("Slice", ins, last, f"{n}/crop")
+
+
+def _window_bias(b: Builder, node: Node, padded: tuple[int, int],
+                 shift: tuple[int, int]) -> str:
+    """The constant added to every window's scores: each head's relative position bias
+    (the table's rows the index names, [heads, n, n]), plus, for shifted windows, −100
+    between positions from different regions: [windows, heads, n, n], else [1, heads,
+    n, n]. Summed in float64, rounded once to the model's dtype."""
+    a = _args(node)
+    window = pair(a.window)
+    size = window[0] * window[1]
+    table = b.plan.tensors[f"{node.name}.relative_position_bias_table"].astype(np.float64)
+    index = np.asarray(relative_position_index(window))
+    bias = table[index].reshape(size, size, -1).transpose(2, 0, 1)[None]
+    if any(shift):
+        hp, wp = padded
+        regions = np.asarray(shifted_regions(padded, window, shift))
+        # [Hp/wh, wh, Wp/ww, ww] → [windows, n], each window's positions row by row
+        regions = regions.reshape(hp // window[0], window[0], wp // window[1], window[1])
+        regions = regions.transpose(0, 2, 1, 3).reshape(-1, size)
+        apart = regions[:, None, :] != regions[:, :, None]
+        bias = bias + np.where(apart, -100.0, 0.0)[:, None]
+    return b.const(f"{node.name}/bias", bias)
+
+
+def patch_merge(b: Builder, node: Node) -> None:
+    """x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2] (strided Slices, to
+    the end of each axis: any even size), concatenated along the channels."""
+    (x,) = b.inputs(node)
+    n, end = node.name, np.iinfo(np.int64).max
+    parts = []
+    for i, (dh, dw) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+        ins = [x, _i64(b, f"{n}/{i}/starts", [dh, dw]), _i64(b, f"{n}/{i}/ends", [end, end]),
+               _i64(b, f"{n}/{i}/axes", [2, 3]), _i64(b, f"{n}/{i}/steps", [2, 2])]
+        parts.append(b.op("Slice", ins, f"{n}/{i}", f"{n}/{i}"))
+    b.op("Concat", parts, b.out(node), n, axis=1)
 
 
 # ------------------------------------------------------------------ pooling
@@ -708,6 +840,8 @@ EMITTERS: dict[str, Emitter] = {
     "pos_embed": pos_embed,
     "select": select,
     "attention": attention,
+    "window_attention": window_attention,
+    "patch_merge": patch_merge,
     "conv": conv,
     "conv_transpose": conv_transpose,
     "linear": linear,

@@ -179,6 +179,5 @@ def little_endian(array: np.ndarray) -> np.ndarray:
     """``array`` C-contiguous in ONNX's byte order (little-endian) — a copy only when
     it is not already."""
     dtype = array.dtype.newbyteorder("<") if _big_endian(array.dtype) else array.dtype
-    # ascontiguousarray makes a 0-d array 1-d: a scalar (Gather's index) stays one
-    return np.ascontiguousarray(array, dtype=dtype).reshape(array.shape)
+    return np.ascontiguousarray(array, dtype=dtype)
 
