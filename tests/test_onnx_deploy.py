@@ -296,9 +296,10 @@ def fixes_the_size(node: netspec.Node) -> bool:
     the rules written out here: a flatten's feature count; an adaptive pool's windows
     (except to 1×1); a layer norm's per-element γ; a map's H, W; a position table's
     count; a ceil-mode pool whose last window may start in the right padding at some
-    size (torch drops it, ONNX keeps it)."""
+    size (torch drops it, ONNX keeps it); windows' padding and masks."""
     a: Any = node.args
-    if node.op in ("flatten", "map", "pos_embed"):  # C·H·W features; H, W; N positions
+    # C·H·W features; H, W; N positions; windows padded and masked for H, W
+    if node.op in ("flatten", "map", "pos_embed", "window_attention"):
         return True
     if node.op == "adaptive_avgpool":
         return _pair(a.size) != (1, 1)

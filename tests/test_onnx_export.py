@@ -221,6 +221,15 @@ OP_CASES: dict[str, tuple[str, str]] = {
         "- attention: {heads: 2, key_dim: 1, project: false, layout: heads}\n"
         "- conv: {out: 12, k: 1}\n- tokens\n- attention: {heads: 2, project: false}",
         "[4, 3, 5]"),
+    # Swin in small: patchify, windows shifted and padded (6×10 → 8×12), patch merging,
+    # then windows of 2×2 shifted by 1 on the merged 3×5 (padded to 4×6)
+    "swin_parts": ("- conv: {out: 8, k: 2, stride: 2, pad: 0}\n"
+                   "- norm: {kind: layer, over: channels}\n"
+                   "- window_attention: {heads: 2, window: 4, shift: 2, drop: 0.1}\n"
+                   "- patch_merge\n- norm: {kind: layer, over: channels}\n"
+                   "- linear: {out: 16, over: channels, bias: false}\n"
+                   "- window_attention: {heads: 4, window: 2, shift: 1, qkv_bias: false}",
+                   "[3, 12, 20]"),
 }
 
 

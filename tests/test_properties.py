@@ -171,6 +171,8 @@ REFERENCES: dict[str, Reference] = {
     "pos_embed": lambda o, s: PosEmbedRef(*s),
     "select": lambda o, s: SelectRef(o["token"]),
     "attention": lambda o, s: AttentionRef(o, s),
+    "window_attention": lambda o, s: WindowAttentionRef(o, s),
+    "patch_merge": lambda o, s: PatchMergeRef(),
 }
 
 #: ops that read several named tensors (merges) or make several nodes (split): no single
@@ -279,6 +281,69 @@ class AttentionRef(nn.Module):
         o = torch.einsum("bhij,bjhd->bihd", w, v.reshape(b, n, self.h, self.hd))
         y = self.proj(o.reshape(b, n, self.h * self.hd))
         return y.transpose(1, 2).reshape(x.shape) if image else y
+
+
+class WindowAttentionRef(nn.Module):
+    """Shifted-window attention as one attention over every position of the padded map
+    (Liu et al., 2021, from the paper's description, not torchvision's code): no roll
+    and no windows cut out, but a pair of positions may attend only when the shift puts
+    them in the same window; the table's bias for their offset inside it, and −100
+    between positions the shift brought together from different regions. Padded
+    (bottom, right) with zeros to whole windows, cropped after; no shift along an axis
+    that holds one window."""
+
+    def __init__(self, o: dict[str, Any], s: Shape) -> None:
+        super().__init__()
+        c, h, w = s
+        self.heads, self.size = o["heads"], (h, w)
+        (wh, ww), shift = _p(o.get("window", 7)), _p(o.get("shift", 0))
+        self.relative_position_bias_table = nn.Parameter(
+            torch.randn((2 * wh - 1) * (2 * ww - 1), self.heads))
+        self.qkv = nn.Linear(c, 3 * c, bias=o.get("qkv_bias", True))
+        self.proj = nn.Linear(c, c, bias=o.get("out_bias", True))
+        hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+        sh, sw = (0 if wh >= hp else shift[0]), (0 if ww >= wp else shift[1])
+        self.padded = (hp, wp)
+
+        def place(i: int, n: int, k: int, s: int) -> tuple[int, int, int]:
+            """(window, place in it, region) along one axis of a position of the map:
+            rolled by −s it sits at (i − s) mod n; the last window's part that came
+            from the start of the axis is a region apart, as is the rest of it."""
+            j = (i - s) % n
+            region = 0 if s == 0 or j < n - k else (1 if j < n - s else 2)
+            return j // k, j % k, region
+
+        cells = [(place(r, hp, wh, sh), place(q, wp, ww, sw))
+                 for r in range(hp) for q in range(wp)]
+        # plain tensors, not buffers: the layer has none
+        self.together = torch.tensor([[a[0][0] == b[0][0] and a[1][0] == b[1][0]
+                                       for b in cells] for a in cells])
+        self.apart = torch.tensor([[(a[0][2], a[1][2]) != (b[0][2], b[1][2])
+                                    for b in cells] for a in cells])
+        self.row = torch.tensor([[(a[0][1] - b[0][1] + wh - 1) * (2 * ww - 1)
+                                  + a[1][1] - b[1][1] + ww - 1 for b in cells] for a in cells])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (h, w), (hp, wp), heads = self.size, self.padded, self.heads
+        b, c = x.shape[:2]
+        t = nn.functional.pad(x, (0, wp - w, 0, hp - h)).flatten(2).transpose(1, 2)
+        q, k, v = (u.unflatten(-1, (heads, c // heads)).transpose(1, 2)
+                   for u in self.qkv(t).chunk(3, -1))
+        scores = q @ k.transpose(-2, -1) * (c // heads) ** -0.5
+        scores = scores + self.relative_position_bias_table[self.row].permute(2, 0, 1)
+        scores = (scores - 100.0 * self.apart).masked_fill(~self.together, float("-inf"))
+        o = (scores.softmax(-1) @ v).transpose(1, 2).flatten(2)
+        return self.proj(o).transpose(1, 2).reshape(b, c, hp, wp)[:, :, :h, :w]
+
+
+class PatchMergeRef(nn.Module):
+    """torch's pixel_unshuffle (channel c·4 + 2·dh + dw), its channels reordered to Swin's
+    (2·dw + dh)·C + c."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.pixel_unshuffle(x, 2)
+        b, c4, h, w = y.shape
+        return y.view(b, c4 // 4, 2, 2, h, w).permute(0, 3, 2, 1, 4, 5).reshape(b, c4, h, w)
 
 
 def _local(shapes: dict[str, tuple[int, ...]], prefix: str = "") -> dict[str, tuple[int, ...]]:

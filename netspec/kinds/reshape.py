@@ -1,4 +1,5 @@
-"""Layers that change the layout, not the values: flatten, upsample, channel shuffle."""
+"""Layers that change the layout, not the values: flatten, upsample, channel shuffle,
+Swin's patch merging."""
 
 import math
 from collections.abc import Sequence
@@ -82,3 +83,27 @@ class Shuffle(LayerArgs):
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
         return Saved(inputs=())  # a permuted copy: nothing kept
+
+
+class PatchMerge(LayerArgs):
+    """Swin's patch merging, its rearrangement: each 2×2 block of positions becomes one
+    position of 4·C channels, [C, H, W] → [4·C, H/2, W/2], in torchvision's order:
+    x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2] (rows first), concatenated
+    along the channels (YOLOv5's Focus takes the same four). torchvision's PatchMerging
+    is this, then LayerNorm(4·C) and Linear(4·C → 2·C, no bias)."""
+
+    op = "patch_merge"
+    auto_name = "merge"
+    ranks = (3,)
+
+    def out_shape(self, inputs: Sequence[Shape]) -> Shape:
+        c, h, w = self.check_input(inputs)
+        if h % 2 or w % 2:
+            # torchvision pads an odd side with a zero row or column; the spec's sizes
+            # are fixed, so an odd one is a spec to correct, found when it resolves
+            raise ShapeError(f"merges 2×2 blocks of positions, so needs an even height "
+                             f"and width, got {h}×{w}")
+        return (4 * c, h // 2, w // 2)
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())  # strided slices joined: its backward needs only sizes

@@ -538,6 +538,15 @@ READERS: dict[str, OnnxReader] = {
         "an ONNX file spells it as a dozen generic ops (MatMuls by slices of the qkv weight, "
         "Reshape and Transpose into heads, Mul by the scale, MatMul, Softmax, MatMul, "
         "Transpose, Reshape, MatMul), which no reader recognises as one pattern yet")),
+    "window_attention": OnnxReader(absent=(
+        "an ONNX file spells it as dozens of generic ops (Slice and Concat for the roll, "
+        "Reshape and Transpose into windows and heads, MatMuls, the relative position bias "
+        "and shift mask as one added constant, Softmax) and holds the gathered bias, not "
+        "the table it came from: no reader recognises the pattern, and the table would "
+        "have to be recovered from the constant")),
+    "patch_merge": OnnxReader(absent=(
+        "an ONNX file writes it as four strided Slices and a Concat, a pattern no reader "
+        "recognises yet")),
     "add": OnnxReader(("Add",), read_add),
     "concat": OnnxReader(("Concat",), read_concat),
 }

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from netspec.backends.torch import tokens
+from netspec.backends.torch import tokens, window
 from netspec.kinds import Shape
 from netspec.kinds.conv import pair
 
@@ -246,6 +246,9 @@ MODULES: dict[str, ModuleFactory] = {
     "pos_embed": lambda a, ins: tokens.PosEmbed(*ins[0], a.std),
     "select": lambda a, ins: tokens.Select(a.token),
     "attention": _attention,
+    "window_attention": lambda a, ins: window.WindowAttention(
+        ins[0][0], a.heads, pair(a.window), pair(a.shift), a.qkv_bias, a.out_bias, a.drop),
+    "patch_merge": lambda a, ins: window.PatchMerge(),
 }
 
 
