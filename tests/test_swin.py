@@ -304,6 +304,20 @@ def test_window_attention_starts_as_torchvisions() -> None:
     assert not torch.equal(table, again)  # drawn, not a constant
 
 
+def test_only_the_projections_weights_take_weight_decay() -> None:
+    """Swin's bias table is a learned bias (timm's ``no_weight_decay`` lists it): of a
+    window attention's tensors only qkv's and proj's weights decay."""
+    model = netspec.build(SPEC)
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = {g["weight_decay"]: {names[id(p)] for p in g["params"]}
+              for g in netspec.param_groups(model, 0.05)}
+    attn = "stage3.0.attn1."
+    decayed = {n.removeprefix(attn) for n in groups[0.05] if n.startswith(attn)}
+    free = {n.removeprefix(attn) for n in groups[0.0] if n.startswith(attn)}
+    assert decayed == {"qkv.weight", "proj.weight"}
+    assert free == {"relative_position_bias_table", "qkv.bias", "proj.bias"}
+
+
 def test_window_attention_options_are_checked() -> None:
     with pytest.raises(NetspecError, match="shift"):
         single("window_attention: {heads: 1, window: 3, shift: 3}", (4, 6, 6))

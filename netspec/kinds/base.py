@@ -152,6 +152,9 @@ class LayerArgs(BaseModel):
     #: its parameters take weight decay (norms' γ/δ and PReLU slopes do not; biases
     #: never do, whatever the kind)
     decay: ClassVar[bool] = True
+    #: its own tensors that stay out of weight decay though the rest decays (Swin's
+    #: relative position table, a learned bias as timm's ``no_weight_decay`` keeps it)
+    undecayed: ClassVar[frozenset[str]] = frozenset()
     #: may overwrite its first input when nothing else reads it (ReLU, residual add)
     inplace_ok: ClassVar[bool] = False
     #: its output is a new tensor that no backward reads, so an in-place op may follow

@@ -59,6 +59,7 @@ class WindowAttention(LayerArgs):
     shorthand = "heads"
     ranks = (3,)
     fresh_output = True
+    undecayed = frozenset({"relative_position_bias_table"})
     # small maps: the generators draw inputs of a few positions a side (6×6: 2×2
     # windows, or 4×4 padded to 8×8)
     samples = ({"heads": 1, "window": 2}, {"heads": 2, "window": 2, "shift": 1},

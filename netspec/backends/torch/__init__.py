@@ -49,9 +49,10 @@ def build(spec: str | Path | Graph, device: Any = None, **vars: Any) -> nn.Modul
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two optimizer groups: norm γ/δ, PReLU slopes and every bias without weight decay
-    (decaying them only pulls scale, shift and slope towards 0), everything else with
-    ``weight_decay``. Which layers those are, their kinds say (``decay``). Empty groups
+    """Two optimizer groups: norm γ/δ, PReLU slopes, learned tokens and position tables
+    and every bias without weight decay (decaying them only pulls scale, shift, slope
+    and learned inputs towards 0), everything else with ``weight_decay``. Which
+    tensors those are, their kinds say (``decay``, ``undecayed``). Empty groups
     are left out; a parameter shared by several modules appears once."""
     graph = graph_of(model)
     no_decay: dict[int, nn.Parameter] = {}
@@ -61,7 +62,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             continue
         module = model.get_submodule(node.name)
         for name, p in module.named_parameters():
-            if not node.args.decay or name.rpartition(".")[2] == "bias":
+            if (not node.args.decay or name.rpartition(".")[2] == "bias"
+                    or name in node.args.undecayed):
                 no_decay[id(p)] = p
     decay = [p for p in model.parameters() if id(p) not in no_decay]
     groups = [{"params": decay, "weight_decay": weight_decay},
