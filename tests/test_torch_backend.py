@@ -136,6 +136,38 @@ def check_inplace_is_invisible(g: Graph) -> None:
         torch.testing.assert_close(a, b)
 
 
+def test_residual_add_under_autocast_keeps_the_float32_stream() -> None:
+    """Under bf16 autocast a linear's bf16 output plus a float32 stream (after a learned
+    position table) is float32, as the hand-written out-of-place sum is: the in-place
+    add writes into the bf16 output only where the sum is bf16, never rounding the
+    stream to it."""
+    g = netspec.loads("""
+netspec: 1
+name: widening_residual
+input: [4, 4, 4]
+layers:
+  - conv: {out: 8, k: 1}
+  - tokens
+  - pos_embed
+  - residual: {body: [{linear: {out: 8}}]}
+  - linear: {out: 3}
+""")
+    assert "add1" in g.inplace_nodes()
+    torch.manual_seed(0)
+    model = build(g).train()
+    randomize(model)
+    plain = graph_module(g, inplace=False).train()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, *g.input_shape)
+    seen = []
+    model.get_submodule("fc2").register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, reference = model(x), plain(x)
+    assert seen == [torch.float32]
+    torch.testing.assert_close(y, reference, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ coverage & structure
 
 

@@ -252,13 +252,20 @@ MODULES: dict[str, ModuleFactory] = {
 }
 
 
+def add_into(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a + b, written into a's memory where the sum has a's dtype. Under autocast a
+    block's bf16 output plus a float32 residual stream is float32, as the out-of-place
+    sum of the hand-written nets is: adding in place would round the stream to bf16."""
+    return a.add_(b) if torch.promote_types(a.dtype, b.dtype) == a.dtype else a + b
+
+
 def _emit_add(g: fx.Graph, xs: Sequence[fx.Node], a: Any, ins: Sequence[Shape],
               inplace: bool) -> fx.Node:
     # chained binary adds, left to right: (a + b) + c, as the hand-written blocks do;
     # in place, the first input accumulates the others: a += b; a += c
     out = xs[0]
     for x in xs[1:]:
-        out = g.call_function(operator.iadd if inplace else operator.add, (out, x))
+        out = g.call_function(add_into if inplace else operator.add, (out, x))
     return out
 
 

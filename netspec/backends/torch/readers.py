@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from netspec.backends.torch.layers import add_into
 from netspec.importer import movement
 from netspec.importer.flat import Mapped, Unmappable
 from netspec.kinds import Shape
@@ -1153,8 +1154,8 @@ READERS: dict[str, Reader] = {
                                         "ShiftedWindowAttention"),
                                read=read_window_attention),
     "patch_merge": Reader(modules=(_NETSPEC_WINDOW + "PatchMerge",), read=read_patch_merge),
-    "add": Reader(functions=(operator.add, operator.iadd, torch.add), methods=("add", "add_"),
-                  read=read_add),
+    "add": Reader(functions=(operator.add, operator.iadd, torch.add, add_into),
+                  methods=("add", "add_"), read=read_add),
     "concat": Reader(functions=(torch.cat, torch.concat), read=read_concat),
     "mul": Reader(functions=(operator.mul, torch.mul), methods=("mul",), read=read_mul),
     "split": Reader(functions=(torch.chunk, torch.split), methods=("chunk", "split"),

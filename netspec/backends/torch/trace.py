@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from netspec.backends.torch.layers import add_into
 from netspec.backends.torch.readers import (
     CANONICAL,
     CHANNELS_LAST,
@@ -203,7 +204,8 @@ class _Tracer(fx.Tracer):
     traced kept for a message when tracing fails."""
 
     def __init__(self) -> None:
-        super().__init__()
+        # netspec's own residual add (a built model's) is one call, as operator.add is
+        super().__init__(autowrap_functions=(add_into,))
         self.where: list[str] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
