@@ -25,10 +25,12 @@ from netspec.kinds import numel
 #: optimizer → values of state it keeps per trained parameter (SGD: Nesterov momentum;
 #: AdamW: the two moments)
 OPTIMIZER_STATES = {"sgd": 1, "adamw": 2}
-#: precision → bytes of an activation (bf16 is autocast: the weights, their gradients and
-#: the optimizer's state stay fp32; convs and linears keep a bf16 copy of their weight).
-#: (tests/test_memory.py checks both against torch on the CPU)
+#: precision → bytes of a value computed in it. bf16 is CPU autocast: the weights, their
+#: gradients and the optimizer's state stay float32, and each layer's activations take
+#: the dtype its kind's ``autocast`` trait says (``itemsizes``); tests/test_memory.py
+#: checks both precisions against torch on the CPU
 ACTIVATION_BYTES = {"fp32": 4, "bf16": 2}
+FLOAT32 = 4
 
 
 @dataclass(frozen=True)
@@ -66,53 +68,109 @@ class StepMemory:
                 "inference_total": self.inference_total}
 
 
-def _storages(graph: Graph) -> dict[str, str]:
+def _in_place(graph: Graph, size: dict[str, int]) -> set[str]:
+    """The layers that write into their first input's memory: those the graph lets,
+    but for a sum wider than that input (bf16 + float32: backends/torch's add_into)."""
+    return {n for n in graph.inplace_nodes()
+            if size[n] == size[graph[n].inputs[0]]}
+
+
+def _storages(graph: Graph, size: dict[str, int]) -> dict[str, str]:
     """Node → the node whose output memory it lives in (itself, or where it runs in
     place or as a view, its first input's)."""
-    inplace = graph.inplace_nodes()
+    inplace = _in_place(graph, size)
     home: dict[str, str] = {}
     for node in graph:
-        shares = node.name in inplace or (node.args is not None and node.args.view)
+        shares = node.name in inplace or (node.args is not None and node.args.is_view())
         home[node.name] = home[node.inputs[0]] if shares else node.name
     return home
 
 
+def itemsizes(graph: Graph, precision: str = "fp32") -> dict[str, int]:
+    """Bytes per value of each node's output. In fp32 all are 4; under bf16 autocast the
+    input arrives in float32, a ``lower`` kind's output is bf16, a ``widen`` kind's
+    float32, a ``float`` kind's its input's, and any other kind's the widest of its
+    inputs' (torch's type promotion: float32 + bf16 is float32)."""
+    low = ACTIVATION_BYTES[precision]
+    sizes: dict[str, int] = {}
+    for node in graph:
+        if node.args is None or low == FLOAT32:
+            sizes[node.name] = FLOAT32
+            continue
+        rule = node.args.autocast
+        ins = [sizes[i] for i in node.inputs]
+        sizes[node.name] = (low if rule == "lower" else FLOAT32 if rule == "widen"
+                            else ins[0] if rule == "float" else max(ins))
+    return sizes
+
+
+def needs_grad(graph: Graph) -> dict[str, bool]:
+    """Node → whether autograd records it: the network's input needs no gradient, a
+    layer's output does when one of its inputs does or it has trained parameters."""
+    grad: dict[str, bool] = {}
+    for node in graph:
+        trained = (node.args is not None and not node.args.fixed_params
+                   and bool(node.args.param_shapes(graph.input_shapes(node))))
+        grad[node.name] = trained or any(grad[i] for i in node.inputs)
+    return grad
+
+
 def saved_activation_bytes(graph: Graph, batch: int, precision: str = "fp32") -> int:
     """The activations autograd keeps for one training step's backward, each memory
-    block once."""
-    size = ACTIVATION_BYTES[precision]
-    home = _storages(graph)
-    inplace = graph.inplace_nodes()
+    block once, each in its dtype."""
+    low = ACTIVATION_BYTES[precision]
+    size = itemsizes(graph, precision)
+    home = _storages(graph, size)
+    inplace = _in_place(graph, size)
     kept: set[str] = set()
-    extra = copies = 0
+    extra = 0  # bytes per sample
+    once = 0   # bytes whatever the batch (weights' bf16 copies, batch-wide statistics)
     live = graph.live()
+    grad = needs_grad(graph)
     for node in graph.layers:
-        if node.args is None or node.name not in live:
+        if node.args is None or node.name not in live or not grad[node.name]:
             continue
-        rule = node.args.saved_for_backward(graph.input_shapes(node), node.shape)
+        shapes = graph.input_shapes(node)
+        rule = (node.args.saved_for_backward(shapes, node.shape) if low == FLOAT32
+                else node.args.saved_under_autocast(shapes, node.shape))
+        cast = node.args.autocast
+        computes = low if cast == "lower" else FLOAT32 if cast == "float" else size[node.name]
         for i in rule.inputs:
+            src = node.inputs[i]
+            values = numel(graph[src].shape)
             if i == 0 and node.name in inplace:
                 # it overwrites the input it needs: autograd keeps a copy of it first
                 # (a ReLU6 in place: hardtanh_ clones its input)
-                copies += numel(graph[node.inputs[0]].shape)
+                extra += values * size[src]
+            elif size[src] != computes and cast in ("lower", "float"):
+                # autocast (or the layer itself) casts the input first and keeps the
+                # copy it computed with, not the input
+                extra += values * computes
             else:
-                kept.add(home[node.inputs[i]])
+                kept.add(home[src])
         if rule.output:
             kept.add(home[node.name])
         for values, itemsize, per_sample in rule.extra:
-            extra += values * (itemsize or size) * (batch if per_sample else 1)
-        if precision != "fp32" and node.args.linear_map:
-            # autocast casts a conv's or linear's weight to bf16 and keeps the copy
-            weight = node.args.param_shapes(graph.input_shapes(node)).get("weight")
-            extra += numel(weight) * size if weight else 0
-    return (sum(numel(graph[n].shape) for n in kept) + copies) * batch * size + extra
+            if per_sample:
+                extra += values * (itemsize or computes)
+            else:
+                once += values * (itemsize or computes)
+        input_grad = any(grad[i] for i in node.inputs)
+        if cast == "lower" and low != FLOAT32 and (
+                input_grad or not node.args.weights_kept_for_input_grad):
+            # autocast casts the weights it multiplies by to bf16 and backward keeps them
+            for name, shape in node.args.param_shapes(graph.input_shapes(node)).items():
+                if name.rpartition(".")[2] == "weight":
+                    once += numel(shape) * low
+    blocks = sum(numel(graph[n].shape) * size[n] for n in kept)
+    return (blocks + extra) * batch + once
 
 
 def inference_peak_bytes(graph: Graph, batch: int, precision: str = "fp32") -> int:
     """The most activation memory alive at once in a forward pass without autograd,
     the input included: each block is freed after the last layer reading it."""
-    size = ACTIVATION_BYTES[precision]
-    home = _storages(graph)
+    size = itemsizes(graph, precision)
+    home = _storages(graph, size)
     live_nodes = graph.live()
     last: dict[str, int] = {}
     order = [n for n in graph if n.name in live_nodes]
@@ -129,7 +187,7 @@ def inference_peak_bytes(graph: Graph, batch: int, precision: str = "fp32") -> i
     for i, node in enumerate(order):
         block = home[node.name]
         if block not in alive:
-            alive[block] = numel(node.shape) * batch * size
+            alive[block] = numel(node.shape) * batch * size[node.name]
             total += alive[block]
             frees.setdefault(max(i, last.get(block, i)), []).append(block)
         peak = max(peak, total)

@@ -133,6 +133,7 @@ class PReLU(_Activation):
     """max(0, x) + a·min(0, x) with learned slopes a: one shared, or one per channel."""
 
     op = "prelu"
+    autocast = "lower"
     auto_name = "prelu"
     ranks = (1, 3)  # its slopes are per channel, axis 1 of torch's input
     decay = False  # He et al. (2015): decaying the slopes pulls PReLU towards ReLU

@@ -24,6 +24,7 @@ from netspec.kinds.base import Float, LayerArgs, PosInt, Saved, Shape, ShapeErro
 
 class Attention(LayerArgs):
     op = "attention"
+    autocast = "lower"
     auto_name = "attn"
     shorthand = "heads"
     ranks = (2, 3)
@@ -31,6 +32,7 @@ class Attention(LayerArgs):
     samples = ({"heads": 1}, {"heads": 2, "key_dim": 1},
                {"heads": 2, "head_dim": 3, "qkv_bias": False, "out_bias": False},
                {"heads": 1, "drop": 0.1}, {"heads": 1, "project": False},
+               {"heads": 1, "project": False, "drop": 0.1},
                {"heads": 2, "key_dim": 1, "project": False, "layout": "heads"})
 
     heads: PosInt
@@ -145,6 +147,13 @@ class Attention(LayerArgs):
                 f"{d if self.out_bias else 0}")
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return self._saved(inputs, upcast=False)
+
+    def saved_under_autocast(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        # the math path computes a bf16 q, k, v in float32: it keeps float32 copies
+        return self._saved(inputs, upcast=True)
+
+    def _saved(self, inputs: Sequence[Shape], upcast: bool) -> Saved:
         # As backends/torch/tokens.py's Attention runs on the CPU (torch 2.13 and 2.14,
         # measured with saved_tensors_hooks: tests/test_memory.py). Which kernel
         # scaled_dot_product_attention takes decides what it keeps. On the CPU it takes
@@ -162,10 +171,15 @@ class Attention(LayerArgs):
         # softmax's output; with dropout, its mask (in the activations' dtype) and the
         # weights after it. Its output is [B, heads, N, d], so joining the heads copies
         # it (a block of n·heads·d)
-        weights = (h * n * n, None, True)
-        math = ((n * h * 2 * kd, None, True), weights,
+        weights = (h * n * n, 4, True)
+        math = ((n * h * 2 * kd, 4, True), weights,
                 *((weights, weights) if self.drop > 0 else ()))
         joined = (n * h * hd, None, True)
+        # the math path's v for the second bmm: a float32 copy (under autocast, the
+        # upcast one; in float32, a contiguous one), except where it is a view the bmm
+        # takes as it is (float32, one head, or a map's positions per head)
+        v = (n * h * hd, 4, True)
+        v_is_view = not upcast and (h == 1 or (len(inputs[0]) == 3 and self.layout == "heads"))
         # A map is taken to be laid out as torch lays a conv's output out, [B, C, H, W]
         # contiguous. One that is channels-last in memory is not (a conv reading an
         # attention's output, itself a transposed view, writes channels-last, and the
@@ -182,12 +196,11 @@ class Attention(LayerArgs):
                 # out [B, N, heads, d] under a transposed view: joining the heads is a
                 # view of it, so that output is this layer's
                 return Saved(output=True, extra=(lse,))
-            if len(inputs[0]) == 3 and self.layout == "heads":
-                # math, and v per head of a map's positions folds [B, heads] into one
-                # axis as a view of the map: it keeps the input
+            if v_is_view:
+                # math, and v (per head of a map's positions, [B, heads] folded into one
+                # axis; or one head's) a view of the input: it keeps the input
                 return Saved(extra=math)
-            # math, and v copied contiguous for the second bmm
-            return Saved(inputs=(), extra=(*math, joined))
+            return Saved(inputs=(), extra=(*math, v))
         # the qkv linear keeps its input: tokens as they are; a map's positions are a
         # transposed view of it ([B, C, H·W] → [B, H·W, C]) that the linear's matmul
         # copies to [B·H·W, C] and keeps: one more block of n·d, not the map's own.
@@ -203,6 +216,7 @@ class Attention(LayerArgs):
             # a view of it, and the projection keeps that same block
             return Saved(inputs=keep, extra=(*copy, (n * h * (2 * kd + hd), None, True),
                                              joined, lse))
-        # math: v copied contiguous for the second bmm, and the joined heads' copy,
-        # which the output projection keeps. The qkv projection's output is not kept
-        return Saved(inputs=keep, extra=(*copy, *math, joined, joined))
+        # math: v, and the joined heads' copy, which the output projection keeps. The
+        # qkv projection's output is kept only where v is a view of it (one head)
+        qkv = (n * h * (2 * kd + hd), None, True)
+        return Saved(inputs=keep, extra=(*copy, *math, qkv if v_is_view else v, joined))

@@ -18,7 +18,7 @@ it (``REGISTRY``); netspec/kinds/__init__.py imports every module of this packag
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.fields import FieldInfo
@@ -155,6 +155,18 @@ class LayerArgs(BaseModel):
     #: its own tensors that stay out of weight decay though the rest decays (Swin's
     #: relative position table, a learned bias as timm's ``no_weight_decay`` keeps it)
     undecayed: ClassVar[frozenset[str]] = frozenset()
+    #: what torch's autocast (bf16 on the CPU) makes of it, for the memory estimate:
+    #: ``follow`` computes in its inputs' widest dtype; ``lower`` computes in bf16 and
+    #: keeps a bf16 copy of each float32 input and weight it needs for backward (autocast's
+    #: conv, linear, matmul, attention and prelu); ``widen`` joins a float32 tensor of its
+    #: own element-wise, so its output is float32 (a learned token, a position table, a
+    #: layer scale); ``float`` computes in float32, keeping a float32 copy of a bf16
+    #: input, and returns its input's dtype (netspec's RMS norm)
+    autocast: ClassVar[Literal["follow", "lower", "widen", "float"]] = "follow"
+    #: a ``lower`` kind whose backward keeps its bf16 weights only to give its input a
+    #: gradient (a matmul: linear), so not when its input needs none (the network's
+    #: input); a convolution's keeps them always
+    weights_kept_for_input_grad: ClassVar[bool] = False
     #: may overwrite its first input when nothing else reads it (ReLU, residual add)
     inplace_ok: ClassVar[bool] = False
     #: its output is a new tensor that no backward reads, so an in-place op may follow
@@ -179,7 +191,8 @@ class LayerArgs(BaseModel):
     #: acts only while training (dropout, stochastic depth): at inference it is a
     #: constant factor, ``inference_factor()`` (1: the identity), and export removes it
     training_only: ClassVar[bool] = False
-    #: its output is a view of its first input (flatten, a split's part): no new memory
+    #: its output is a view of its first input (flatten, a split's part): no new memory;
+    #: a kind whose options decide it says so in ``is_view()``
     view: ClassVar[bool] = False
     #: option sets that property tests draw from (the ones the kind may refuse for a given
     #: input shape are skipped by its own shape rule); every kind has at least one
@@ -283,6 +296,16 @@ class LayerArgs(BaseModel):
         linear, pools, most activations); a layer whose backward needs its output, or
         nothing, or more, says so."""
         return Saved()
+
+    def saved_under_autocast(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        """What it keeps under bf16 autocast, where that is more than its rule with
+        each dtype followed (``extra``'s None sizes and the casts memory.py adds): the
+        float32 and bf16 copies a layer makes inside itself."""
+        return self.saved_for_backward(inputs, out)
+
+    def is_view(self) -> bool:
+        """Whether this layer's output is a view of its first input's memory."""
+        return self.view
 
     def formula(self, inputs: Sequence[Shape]) -> str | None:
         """The parameter count in the textbook's terms, for layers that have one."""

@@ -23,6 +23,7 @@ class Conv(LayerArgs):
     """k×k convolution: k²·(c_in/groups)·c_out weights and c_out biases."""
 
     op = "conv"
+    autocast = "lower"
     auto_name = "conv"
     ranks = (3,)
     fresh_output = True
@@ -101,6 +102,7 @@ class ConvTranspose(LayerArgs):
     """Transposed convolution (a decoder's learned upsampling)."""
 
     op = "conv_transpose"
+    autocast = "lower"
     auto_name = "up"
     ranks = (3,)
     fresh_output = True

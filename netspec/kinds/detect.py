@@ -15,6 +15,7 @@ from netspec.kinds.base import LayerArgs, Shape, ShapeError
 
 class DFL(LayerArgs):
     op = "dfl"
+    autocast = "widen"
     auto_name = "dfl"
     shorthand = "bins"
     ranks = (3,)

@@ -81,7 +81,7 @@ class DropPath(LayerArgs):
     ranks = (1, 2, 3)
     training_only = True
     shorthand_refusal = Dropout.shorthand_refusal
-    samples = ({"drop": 0.1}, {"keep": 0.9})
+    samples = ({"drop": 0.1}, {"keep": 0.9}, {"drop": 0.0})
 
     drop: Float | None = Field(default=None, ge=0, lt=1)
     keep: Float | None = Field(default=None, gt=0, le=1)
@@ -100,4 +100,6 @@ class DropPath(LayerArgs):
         return self.drop if self.drop is not None else 1.0 - float(self.keep)  # type: ignore[arg-type]
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        if self.p_drop == 0:
+            return Saved(inputs=())  # the identity, as torchvision's StochasticDepth
         return Saved(inputs=(), extra=((1, None, True),))  # one keep factor per sample

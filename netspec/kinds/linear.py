@@ -10,6 +10,8 @@ class Linear(LayerArgs):
     """c_in·c_out weights and c_out biases."""
 
     op = "linear"
+    autocast = "lower"
+    weights_kept_for_input_grad = True
     auto_name = "fc"
     ranks = (1, 2, 3)
     fresh_output = True

@@ -32,6 +32,14 @@ def _gamma_delta(c: int) -> dict[str, Shape]:
     return {"weight": (c,), "bias": (c,)}
 
 
+def _stats(groups: int, affine: bool, *extra: tuple[int, int | None, bool]) -> Saved:
+    """Its input, and the mean and 1/std of each of ``groups`` per sample. torch keeps
+    them in float32 when the norm has γ, δ and in the input's dtype when it has none
+    (bf16 under autocast; measured, tests/test_memory_kinds.py)."""
+    itemsize = 4 if affine else None
+    return Saved(extra=((groups, itemsize, True), (groups, itemsize, True), *extra))
+
+
 class _Norm(LayerArgs):
     auto_name = "norm"
     shorthand = "kind"
@@ -127,12 +135,12 @@ class LayerNorm(_Norm):
         return {"weight": shape, "bias": shape}
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
-        if len(inputs[0]) == 2:
-            # tokens: nn.LayerNorm(D) keeps its input and each token's mean and 1/std,
-            # [B, N, 1] float32 (measured, tests/test_memory.py)
-            n = inputs[0][0]
-            return Saved(extra=((n, 4, True), (n, 4, True)))
-        return super().saved_for_backward(inputs, out)
+        # its input, and the mean and 1/std of each group it averages: per token on
+        # tokens, per position over a map's channels, per sample otherwise
+        x = inputs[0]
+        groups = (x[0] if len(x) == 2 else
+                  x[1] * x[2] if len(x) == 3 and self.over == "channels" else 1)
+        return _stats(groups, self.affine != "none")
 
     def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
         if self.affine == "element" and len(out) == 3:
@@ -159,6 +167,12 @@ class InstanceNorm(_Norm):
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         return _gamma_delta(self.check_input(inputs)[0]) if self.affine else {}
 
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        # torch runs it as a batch norm of one sample with B·C channels, so γ repeated
+        # B times is a tensor of the step's, kept with the statistics
+        c = inputs[0][0]
+        return _stats(c, self.affine, *([(c, 4, True)] if self.affine else []))
+
 
 class GroupNorm(_Norm):
     op = "groupnorm"
@@ -183,10 +197,14 @@ class GroupNorm(_Norm):
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         return _gamma_delta(self.check_input(inputs)[0]) if self.affine else {}
 
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return _stats(self.groups, self.affine)
+
 
 class RMSNorm(_Norm):
     op = "rmsnorm"
     auto_name = "rms"
+    autocast = "float"  # the mean of squares in float32 (backends/torch/layers.py)
 
     kind: Literal["rms"] = "rms"
     fresh_output = False  # torch's RMSNorm module here returns y.to(dtype): a view in fp32
@@ -198,3 +216,10 @@ class RMSNorm(_Norm):
 
     def param_shapes(self, inputs: Sequence[Shape]) -> dict[str, Shape]:
         return {"weight": (self.check_input(inputs)[0],)} if self.affine else {}
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        # its input (as float32), 1/rms per group in float32, and, for γ's gradient, the
+        # normalised float32 values γ multiplies (backends/torch/layers.py's RMSNorm)
+        x = inputs[0]
+        groups = x[1] * x[2] if len(x) == 3 and self.over == "channels" else 1
+        return Saved(extra=((groups, 4, True), *([(numel(out), 4, True)] if self.affine else [])))

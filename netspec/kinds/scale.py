@@ -10,6 +10,7 @@ from netspec.kinds.base import Float, LayerArgs, Shape
 
 class LayerScale(LayerArgs):
     op = "layer_scale"
+    autocast = "widen"
     auto_name = "scale"
     ranks = (1, 2, 3)
     shorthand = "init"

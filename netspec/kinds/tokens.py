@@ -78,6 +78,7 @@ class ClassToken(LayerArgs):
     1e-6)."""
 
     op = "class_token"
+    autocast = "widen"
     auto_name = "cls"
     ranks = (2,)
     fresh_output = True
@@ -114,6 +115,7 @@ class PosEmbed(LayerArgs):
     fixes the token count, so the image size, to the spec's."""
 
     op = "pos_embed"
+    autocast = "widen"
     auto_name = "pos"
     ranks = (2,)
     fresh_output = True
@@ -176,13 +178,11 @@ class Select(LayerArgs):
     def symbolic_size(self, inputs: Sequence[Shape], out: Shape) -> str:
         return ENDS_SIZE
 
-    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
-        if self.token == "mean":
-            return Saved(inputs=())  # a mean: its backward needs only the sizes
+    def is_view(self) -> bool:
         # x[:, i] is a view: a reader that keeps it (the head's linear, a norm) keeps
-        # the whole [N, D] block under it, which is this layer's input. Said here as
-        # "keeps its input", as the Saved rule has no "view of its input" for one kind
-        # of select only (``view`` is the kind's, and a mean is no view); the reader's
-        # [D] is then counted again, D values over
-        return Saved()
+        # the whole [N, D] block under it; a mean is new memory
+        return self.token != "mean"
+
+    def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return Saved(inputs=())  # its backward needs only the sizes
 

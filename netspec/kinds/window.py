@@ -55,6 +55,7 @@ def shifted_regions(padded: tuple[int, int], window: tuple[int, int],
 
 class WindowAttention(LayerArgs):
     op = "window_attention"
+    autocast = "lower"
     auto_name = "attn"
     shorthand = "heads"
     ranks = (3,)
@@ -142,20 +143,37 @@ class WindowAttention(LayerArgs):
                 f"{h}×{w} map")
 
     def saved_for_backward(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return self._saved(inputs, lowered=False)
+
+    def saved_under_autocast(self, inputs: Sequence[Shape], out: Shape) -> Saved:
+        return self._saved(inputs, lowered=True)
+
+    def _saved(self, inputs: Sequence[Shape], lowered: bool) -> Saved:
         # As backends/torch/window.py computes it (torchvision's arithmetic, on the
         # channels-last view), padded positions included: the windows' tokens copied to
-        # [B·windows, n, C] for the qkv linear, q scaled and kᵀ copied contiguous for the
-        # first matmul, v copied for the second, the softmax's output (with dropout its
-        # mask and the weights after it), the joined heads the proj linear keeps; and the
-        # table lookup's int64 index, n² values, not per sample. Measured with
-        # saved_tensors_hooks (torch 2.13, CPU, batch 8, shifted or not, padded or not):
-        # exact
+        # [B·windows, n, C] for the qkv linear, q scaled, kᵀ and v copied contiguous for
+        # the two matmuls (with one head they are views of the qkv output, and its whole
+        # block of three is kept instead), the softmax's output (with dropout its mask and
+        # the weights after it), the joined heads the proj linear keeps; and the table
+        # lookup's int64 index, n² values, not per sample. The weights are float32 under
+        # bf16 autocast too, the float32 table's bias having widened them, and the second
+        # matmul keeps a bf16 copy of the ones it multiplies. Measured with
+        # saved_tensors_hooks (torch 2.13, CPU: tests/test_memory_kinds.py)
         c, h, w = inputs[0]
         (hp, wp), _ = self.layout(h, w)
         n = pair(self.window)[0] * pair(self.window)[1]
         windows = hp * wp // n
         tokens = (hp * wp * c, None, True)
-        weights = (windows * self.heads * n * n, None, True)
-        dropped = (weights, weights) if self.drop > 0 else ()
-        return Saved(inputs=(), extra=(tokens, tokens, tokens, tokens, weights, *dropped,
+        k_and_v = ((3 * hp * wp * c, None, True),) if self.heads == 1 else (tokens, tokens)
+        weights = windows * self.heads * n * n
+        if self.drop > 0:
+            # the float32 mask, and the dropped weights the matmul takes: float32 in fp32,
+            # its own bf16 copy under autocast
+            after = ((weights, 4, True), (weights, None, True))
+            return Saved(inputs=(), extra=(tokens, tokens, *k_and_v, (weights, 4, True),
+                                           *after, tokens, (n * n, 8, False)))
+        # without dropout the matmul takes the float32 softmax output itself, or under
+        # autocast a bf16 copy of it
+        copy = ((weights, None, True),) if lowered else ()
+        return Saved(inputs=(), extra=(tokens, tokens, *k_and_v, (weights, 4, True), *copy,
                                        tokens, (n * n, 8, False)))
