@@ -153,8 +153,7 @@ def test_the_index_netspec_derives_is_torchvisions(window: list[int]) -> None:
 
 def test_torchvisions_window_attention_imports() -> None:
     """``netspec import`` reads torchvision's ShiftedWindowAttention on its channels-last
-    input (its index buffer no tensor of the spec), the spec proven equal to the module;
-    its PatchMerging (merge, norm and reduction in one forward) is not read yet."""
+    input (its index buffer no tensor of the spec), the spec proven equal to the module."""
     from torch import nn
     from torchvision.ops.misc import Permute
 
@@ -186,3 +185,44 @@ def test_torchvisions_window_attention_imports() -> None:
     assert "window_attention: {heads: 2, window: 3, shift: 1" in imported.text, imported.text
     assert netspec.loads(imported.text).params().params == sum(
         p.numel() for p in module.parameters())
+
+
+def test_torchvisions_swin_t_imports_as_the_bundled_spec() -> None:
+    """torchvision's own swin_t through ``netspec import`` (PatchMerging's
+    ``_patch_merging_pad`` read as patch_merge on the channels-last view): the spec
+    computes its outputs and is specs/swin_t.yaml layer by layer, but for the bundled
+    spec's dropout after each window attention (its ``$dropout`` var, 0 here), which
+    the import reads as part of torchvision's attention, whose output dropout is 0."""
+    from netspec.backends.torch.sources import compare_with_torch
+    from netspec.backends.torch.trace import flatten_module
+    from netspec.diff import diff
+    from netspec.importer.pipeline import spec_from_flat
+
+    model = randomised(torchvision.models.swin_t())
+    imported = spec_from_flat(flatten_module(model, "swin_t", "swin_t", (3, 224, 224)), [],
+                              "swin_t.yaml")
+    agreement = compare_with_torch(model, imported.graph, imported.weights)
+    assert agreement.ok and agreement.ref_max > 0, agreement
+    d = diff(imported.graph, netspec.load(SPEC), "order")
+    assert d.params == (28_288_354, 28_288_354)
+    others = [c for c in d.changes if not (
+        c.status == "added" and c.b is not None and c.b.kind == "dropout"
+        and c.b.args == "drop=0")]
+    assert len(d.changes) == 12 and not others, [c.name for c in others[:5]]
+
+
+def test_a_patch_merging_of_an_odd_sized_map_is_refused_in_one_line() -> None:
+    """torchvision pads an odd height or width before merging; netspec's patch_merge
+    takes even sizes: the import stops there, naming it."""
+    from torch import nn
+    from torchvision.ops.misc import Permute
+
+    from netspec.backends.torch.trace import flatten_module
+    from netspec.importer.flat import Unmappable
+    from netspec.importer.pipeline import spec_from_flat
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 4, 4), Permute([0, 2, 3, 1]),
+                          swin_transformer.PatchMerging(8)).eval()
+    with pytest.raises(Unmappable, match=r"pads the odd-sized 7×7 map") as refusal:
+        spec_from_flat(flatten_module(model, "net", "test", (3, 28, 28)), [], "net.yaml")
+    assert "\n" not in str(refusal.value)

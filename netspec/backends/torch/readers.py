@@ -117,8 +117,9 @@ MovementFn = Callable[[torch.Tensor, Shape], "dict[str, Any] | None"]
 class Reader:
     #: qualified names of the module classes (their behaviour class) this kind claims
     modules: tuple[str, ...] = ()
-    #: functions (``call_function`` targets) and tensor method names it claims
-    functions: tuple[Callable[..., Any], ...] = ()
+    #: functions (``call_function`` targets: the function, or for one from a library
+    #: netspec does not import, its qualified name) and tensor method names it claims
+    functions: tuple[Callable[..., Any] | str, ...] = ()
     methods: tuple[str, ...] = ()
     read: ReadFn | None = None
     #: for a kind that only moves values (flatten, shuffle): recognise it in a view
@@ -1057,8 +1058,21 @@ def read_window_attention(call: Call) -> Mapped:
 
 
 def read_patch_merge(call: Call) -> Mapped:
-    _image(call)
-    return Mapped("patch_merge")
+    """netspec's PatchMerge on a [C, H, W] map, or torchvision's ``_patch_merging_pad``
+    on the channels-last view of one: the same four 2×2 offsets, rows first, joined
+    along the channels (torchvision pads an odd height or width with zeros first, which
+    netspec's patch_merge does not)."""
+    if call.module is not None:
+        _image(call)
+        return Mapped("patch_merge")
+    x = call.x
+    _need(call, x.layout == CHANNELS_LAST and len(x.shape) == 3,
+          f"merges 2×2 patches of a {_described(x)} {list(x.shape)} tensor (netspec's "
+          "patch_merge reads a [C, H, W] map, as Swin's channels-last view of one)")
+    _, h, w = x.shape
+    _need(call, h % 2 == 0 and w % 2 == 0, f"pads the odd-sized {h}×{w} map with zeros "
+          "before merging")
+    return Mapped("patch_merge", inputs=[x], keeps_layout=True)
 
 
 READERS: dict[str, Reader] = {
@@ -1153,7 +1167,9 @@ READERS: dict[str, Reader] = {
                                         "torchvision.models.swin_transformer."
                                         "ShiftedWindowAttention"),
                                read=read_window_attention),
-    "patch_merge": Reader(modules=(_NETSPEC_WINDOW + "PatchMerge",), read=read_patch_merge),
+    "patch_merge": Reader(modules=(_NETSPEC_WINDOW + "PatchMerge",),
+                          functions=("torchvision.models.swin_transformer._patch_merging_pad",),
+                          read=read_patch_merge),
     "add": Reader(functions=(operator.add, operator.iadd, torch.add, add_into),
                   methods=("add", "add_"), read=read_add),
     "concat": Reader(functions=(torch.cat, torch.concat), read=read_concat),

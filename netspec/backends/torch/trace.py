@@ -133,7 +133,7 @@ def _index() -> tuple[dict[str, list[tuple[str, Reader]]], dict[Any, list[tuple[
                       dict[str, list[tuple[str, Reader]]]]:
     # a class from outside torch is known by its qualified name and by its bare one
     by_module: dict[str, list[tuple[str, Reader]]] = {}
-    by_function: dict[Any, list[tuple[str, Reader]]] = {}
+    by_function: dict[Any, list[tuple[str, Reader]]] = {}  # a function, or its name
     by_method: dict[str, list[tuple[str, Reader]]] = {}
     for op, reader in READERS.items():
         for name in reader.modules:
@@ -148,6 +148,12 @@ def _index() -> tuple[dict[str, list[tuple[str, Reader]]], dict[Any, list[tuple[
 
 
 BY_MODULE, BY_FUNCTION, BY_METHOD = _index()
+
+
+def _qualified(fn: Any) -> str:
+    """A function's qualified name, as a reader names one from a library netspec does
+    not import (torchvision's ``_patch_merging_pad``)."""
+    return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
 MOVEMENT_READERS = [(op, r) for op, r in READERS.items() if r.movement is not None]
 
 
@@ -425,7 +431,7 @@ class _Interpreter:
             parts = list(kwargs.get("tensors", args[0]))
             if len(parts) == 1:
                 return parts[0]  # torch.cat of one tensor: that tensor (DenseNet's first)
-        readers = BY_FUNCTION.get(target, [])
+        readers = BY_FUNCTION.get(target) or BY_FUNCTION.get(_qualified(target), [])
         call = Call(self.where, None, target, self._as_in(args), self._as_in(kwargs))
         what = getattr(target, "__name__", str(target))
         return self._read(node, call, readers, args, kwargs, f"{what} has no netspec kind")
