@@ -56,6 +56,29 @@ def test_saved_activations_match_autograd(name: str, precision: str) -> None:
     assert estimate == measured, (name, precision, estimate, measured)
 
 
+def test_a_residual_add_wider_than_its_block_is_a_new_block_under_autocast() -> None:
+    """A bf16 block's output plus a float32 stream (after a learned position table) is
+    a float32 sum of its own, not written into the bf16 output (backends/torch's
+    add_into): the layer norm after it keeps that float32 block."""
+    graph = netspec.loads("""
+netspec: 1
+name: widening_residual
+input: [4, 4, 4]
+layers:
+  - conv: {out: 8, k: 1}
+  - tokens
+  - pos_embed
+  - residual: {body: [{linear: {out: 8}}]}
+  - norm: layer
+  - linear: {out: 3}
+""")
+    torch.manual_seed(0)
+    model = netspec.build(graph).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        measured = saved_bytes(model, torch.randn(3, *graph.input_shape))
+    assert step_memory(graph, 3, precision="bf16").activations == measured
+
+
 #: attention on torch's other paths: with dropout on its weights (the math path, which
 #: keeps the n×n weights, the dropout mask and the weights after it), and over a map's
 #: positions (whose transposed view the qkv linear copies), once with queries and keys
