@@ -210,3 +210,30 @@ def test_a_function_at_the_top_is_not_named_after_the_network() -> None:
     text = _round_trip(_Gated()).text
     assert "as: net" not in text
     assert "as: gamma" in text
+
+
+# ---------------------------------------------------------------------------- order
+class _CreatedOutOfOrder(nn.Module):
+    """A block whose layers are created in another order than its forward runs them
+    (torchvision's Swin PatchMerging creates ``reduction`` before ``norm``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(8, 4, 1)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.bn(self.stem(x))))
+
+
+def test_a_layer_created_before_an_earlier_one_registers_before_it() -> None:
+    """The written spec moves the later layer's tensors ahead (``register_before``), so
+    its state dict is the module's in the module's order and pairs by position."""
+    module = _CreatedOutOfOrder()
+    imported = _round_trip(module)
+    assert "register_before: stem" in imported.text, imported.text
+    assert imported.by_position
+    ours = netspec.build(imported.graph).state_dict()
+    theirs = module.state_dict()
+    assert [tuple(v.shape) for v in ours.values()] == [tuple(v.shape) for v in theirs.values()]

@@ -140,6 +140,11 @@ class Writer:
         for b in blocks.values():
             self.exprs.update(b.exprs)
         self.lines: list[str] = []
+        #: layers another layer of their list registers before (they need a name), the
+        #: names they got, and the layers still to write with their register_before
+        self._forced: dict[int, Item] = {}
+        self._before_names: dict[int, str] = {}
+        self._pending_before: dict[int, str] = {}
         self._last_of = {s.path: n.id for n in net.nodes for s in n.scopes}
         self._find_references(tree, INPUT_ID, INPUT_ID)
         if len(net.outputs) > 1:  # ``outputs:`` names each one
@@ -230,10 +235,21 @@ class Writer:
     def _claim(self, lst: _List, it: Item, prefix: str) -> str | None:
         """The explicit name the entry gets (None: its automatic one), following the
         resolver's naming of this scope."""
+        name = self._claimed(lst, it, prefix)
+        if name is not None and id(it) in self._forced:
+            self._before_names[id(it)] = name
+        return name
+
+    def _claimed(self, lst: _List, it: Item, prefix: str) -> str | None:
         wanted = self._wanted_name(it, prefix, lst)
         if wanted is not None and lst.ns.claim(wanted):
             return wanted
-        if any(t in self.referenced for t in it.outs):
+        if id(it) in self._forced and isinstance(it, Layer):
+            # register_before names it: the source's name for it, or a new one
+            local = self._exit_name(it.node)
+            if local and _valid_name(local) and lst.ns.claim(local):
+                return local
+        if any(t in self.referenced for t in it.outs) or id(it) in self._forced:
             k = 1
             while not lst.ns.claim(f"y{k}"):
                 k += 1
@@ -308,9 +324,40 @@ class Writer:
 
     # -------------------------------------------------------------- entries
     def entries(self, items: Sequence[Item], lst: _List, indent: int) -> None:
+        moves = self._register_moves(items)
+        targets = {id(t): t for t in moves.values()}
+        self._forced.update(targets)
         for it in items:
+            if id(it) in moves:
+                target = self._before_names[id(moves[id(it)])]
+                self._pending_before[id(it)] = target
             self._entry(it, lst, indent)
             lst.cur = it.out
+
+    def _register_moves(self, items: Sequence[Item]) -> dict[int, Item]:
+        """The layers of this list that the source registers before an earlier layer of
+        it (torchvision's PatchMerging creates ``reduction`` before the ``norm`` its
+        forward runs first): layer id → that earlier layer, the first one whose tensors
+        the source registers after this one's, written as ``register_before``."""
+        order = {p: i for i, p in enumerate(self.net.source_params)}
+
+        def first(it: Item) -> int | None:
+            if not isinstance(it, Layer) or it.node.options.get("register_first"):
+                return None  # a layer scale held first in its scope says so itself
+            at = [order[t] for n in it.nodes for t in n.tensors.values() if t in order]
+            return min(at) if at else None
+
+        moves: dict[int, Item] = {}
+        seen: list[tuple[int, Item]] = []
+        for it in items:
+            mine = first(it)
+            if mine is None:
+                continue
+            later = [other for at, other in seen if at > mine]
+            if later and id(later[0]) not in moves:
+                moves[id(it)] = later[0]
+            seen.append((mine, it))
+        return moves
 
     def _input(self, it: Item, lst: _List, keys: dict[str, Any]) -> None:
         if it.reads and it.reads[0] != lst.cur and not (
@@ -363,6 +410,8 @@ class Writer:
         name = self._claim(lst, it, cls.auto_name)
         if name:
             keys["as"] = name
+        if id(it) in self._pending_before:
+            keys["register_before"] = self._pending_before.pop(id(it))
         self._name_outs(lst, it, name)
         opts = {**options, **keys}
         shorthand = cls.shorthand

@@ -203,6 +203,8 @@ def test_torchvisions_swin_t_imports_as_the_bundled_spec() -> None:
                               "swin_t.yaml")
     agreement = compare_with_torch(model, imported.graph, imported.weights)
     assert agreement.ok and agreement.ref_max > 0, agreement
+    # PatchMerging creates its reduction before the norm it runs first: the spec says so
+    assert "register_before: norm" in imported.text and imported.by_position
     d = diff(imported.graph, netspec.load(SPEC), "order")
     assert d.params == (28_288_354, 28_288_354)
     others = [c for c in d.changes if not (

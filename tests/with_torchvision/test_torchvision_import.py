@@ -42,11 +42,6 @@ def _model(name: str, **kw: Any) -> torch.nn.Module:
     return torchvision.models.get_model(name, **kw).eval()
 
 
-#: models whose modules register in another order than their forward runs them, which
-#: the import does not write (no ``register_before``): their state dicts pair with the
-#: spec by name or structure (``netspec weights import``), not by position. Swin's
-#: PatchMerging creates ``reduction`` before the ``norm`` it runs first
-ORDER_DIFFERS = {"swin_t", "swin_s", "swin_b"}
 #: the attention modules netspec reads, by the class whose forward runs
 READ_ATTENTION = ("torch.nn.modules.activation.MultiheadAttention",
                   "torchvision.models.swin_transformer.ShiftedWindowAttention")
@@ -90,7 +85,7 @@ def test_a_torchvision_model_round_trips_or_is_refused_in_one_line(name: str) ->
     imported = spec_from_flat(flatten_module(model, name, name, size), [], f"{name}.yaml")
     params = sum(p.numel() for p in model.parameters())
     assert imported.graph.params().params == params
-    assert imported.by_position == (name not in ORDER_DIFFERS)
+    assert imported.by_position
     agreement = compare_with_torch(model, imported.graph, imported.weights)
     assert agreement.ok and agreement.ref_max > 0, agreement
     if params <= EXPORT_LIMIT:
