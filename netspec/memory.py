@@ -6,7 +6,9 @@ activations autograd keeps for backward. What each layer keeps is its kind's rul
 runs the graph — a ReLU or residual add in place writes into its input's memory
 (``Graph.inplace_nodes``), a flatten or a split's part is a view of its input — so each
 memory block is counted once, as torch's ``saved_tensors_hooks`` sees it when storages
-are told apart (tests/test_memory.py checks this against torch).
+are told apart, each in its dtype (under bf16 autocast each kind's ``autocast`` trait
+says which; ``itemsizes``). tests/test_memory_kinds.py checks every kind against torch
+to the byte, in fp32 and bf16; tests/test_memory.py whole networks.
 
 Inference keeps nothing for backward: its peak is the largest set of activations alive
 at once, each freed after its last reader.
@@ -159,7 +161,7 @@ def saved_activation_bytes(graph: Graph, batch: int, precision: str = "fp32") ->
         if cast == "lower" and low != FLOAT32 and (
                 input_grad or not node.args.weights_kept_for_input_grad):
             # autocast casts the weights it multiplies by to bf16 and backward keeps them
-            for name, shape in node.args.param_shapes(graph.input_shapes(node)).items():
+            for name, shape in node.args.param_shapes(shapes).items():
                 if name.rpartition(".")[2] == "weight":
                     once += numel(shape) * low
     blocks = sum(numel(graph[n].shape) * size[n] for n in kept)
