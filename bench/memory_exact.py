@@ -2,8 +2,8 @@
 spec and YAML example, in float32 and under CPU bf16 autocast.
 
 torch's account is what autograd saves for backward after one training-mode forward pass
-(``saved_tensors_hooks``, each storage once, the model's weights and buffers aside: the
-same count as tests/test_memory.py's ``saved_bytes``). One row per spec: the bytes
+(``saved_tensors_hooks``, each storage once, the model's weights and buffers aside:
+tests/test_memory.py's ``saved_bytes``, imported from there). One row per spec: the bytes
 measured and the estimate's difference from them, in bytes.
 
     python bench/memory_exact.py                  # every spec and example, batch 2
@@ -13,6 +13,7 @@ measured and the estimate's difference from them, in bytes.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -21,21 +22,8 @@ import netspec
 from netspec.memory import step_memory
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
-    state = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-    kept: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in state:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(kept.values())
+sys.path.insert(0, str(ROOT / "tests"))
+from test_memory import saved_bytes  # noqa: E402  (the suite's own measurement)
 
 
 def main() -> None:

@@ -115,15 +115,22 @@ def check_structure(g: Graph, device: str = "cpu") -> None:
     assert seen == {node.name: (2, *node.shape) for node in g if node.name in live}
 
 
-def check_inplace_is_invisible(g: Graph) -> None:
-    """In-place ReLUs and adds change nothing: the same training step on a build where
-    every op has a fresh output gives the same outputs and gradients (and autograd,
-    which checks that nothing it saved was overwritten, does not object)."""
+def inplace_and_plain(g: Graph) -> tuple[nn.Module, nn.Module]:
+    """The build as it runs (ReLUs and adds in place) and one where every op has a fresh
+    output, with the same random weights, in training mode."""
     torch.manual_seed(0)
     model = build(g).train()
     randomize(model)
     plain = graph_module(g, inplace=False).train()
     plain.load_state_dict(model.state_dict())
+    return model, plain
+
+
+def check_inplace_is_invisible(g: Graph) -> None:
+    """In-place ReLUs and adds change nothing: the same training step on a build where
+    every op has a fresh output gives the same outputs and gradients (and autograd,
+    which checks that nothing it saved was overwritten, does not object)."""
+    model, plain = inplace_and_plain(g)
     x = torch.randn(3, *g.input_shape)
     results = []
     for m in (model, plain):
@@ -153,11 +160,7 @@ layers:
   - linear: {out: 3}
 """)
     assert "add1" in g.inplace_nodes()
-    torch.manual_seed(0)
-    model = build(g).train()
-    randomize(model)
-    plain = graph_module(g, inplace=False).train()
-    plain.load_state_dict(model.state_dict())
+    model, plain = inplace_and_plain(g)
     x = torch.randn(2, *g.input_shape)
     seen = []
     model.get_submodule("fc2").register_forward_pre_hook(
