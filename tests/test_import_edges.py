@@ -237,3 +237,38 @@ def test_a_layer_created_before_an_earlier_one_registers_before_it() -> None:
     ours = netspec.build(imported.graph).state_dict()
     theirs = module.state_dict()
     assert [tuple(v.shape) for v in ours.values()] == [tuple(v.shape) for v in theirs.values()]
+
+
+class _Unit(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+class _BlocksCreatedOutOfOrder(nn.Module):
+    """A block created before the layers that run ahead of it (timm's HRNet creates its
+    head's incre modules before the downsamples that run between them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.late = _Unit(8, 8)
+        self.early = _Unit(3, 8)
+        self.mid = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.late(self.mid(self.early(x)))
+
+
+def test_a_block_created_before_an_earlier_one_registers_before_it() -> None:
+    module = _BlocksCreatedOutOfOrder()
+    imported = _round_trip(module)
+    assert "- unit: {as: early}" in imported.text, imported.text
+    assert "- unit: {as: late, register_before: early}" in imported.text, imported.text
+    assert imported.by_position
+    ours = list(netspec.build(imported.graph).state_dict().values())
+    theirs = list(module.state_dict().values())
+    assert [tuple(v.shape) for v in ours] == [tuple(v.shape) for v in theirs]

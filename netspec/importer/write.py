@@ -27,7 +27,16 @@ from typing import Any
 
 from netspec.importer.blocks import BlockDef, Repeat, is_number
 from netspec.importer.flat import INPUT_ID, FlatNet, FlatNode, kind_class
-from netspec.importer.structure import Dense, Item, Layer, Parallel, Residual, Use, written
+from netspec.importer.structure import (
+    Dense,
+    Item,
+    Layer,
+    Parallel,
+    Residual,
+    Use,
+    children,
+    written,
+)
 from netspec.kinds import OPS
 from netspec.names import Namespace, name_problem
 from netspec.spec import IDENTIFIER
@@ -335,16 +344,25 @@ class Writer:
             lst.cur = it.out
 
     def _register_moves(self, items: Sequence[Item]) -> dict[int, Item]:
-        """The layers of this list that the source registers before an earlier layer of
+        """The entries of this list that the source registers before an earlier entry of
         it (torchvision's PatchMerging creates ``reduction`` before the ``norm`` its
-        forward runs first): layer id → that earlier layer, the first one whose tensors
-        the source registers after this one's, written as ``register_before``."""
+        forward runs first): entry id → that earlier entry, the first one whose tensors
+        the source registers after this one's, written as ``register_before``. An entry
+        is placed by its first tensor; the proof (``registration_matches``) says whether
+        the order came out as the source's."""
         order = {p: i for i, p in enumerate(self.net.source_params)}
 
+        def layers(it: Item) -> list[Layer]:
+            if isinstance(it, Repeat):
+                return [x for u in it.uses for x in layers(u)]
+            inner = [x for sub in children(it) for y in sub for x in layers(y)]
+            return [it, *inner] if isinstance(it, Layer) else inner
+
         def first(it: Item) -> int | None:
-            if not isinstance(it, Layer) or it.node.options.get("register_first"):
+            if isinstance(it, Layer) and it.node.options.get("register_first"):
                 return None  # a layer scale held first in its scope says so itself
-            at = [order[t] for n in it.nodes for t in n.tensors.values() if t in order]
+            at = [order[t] for x in layers(it) for n in x.nodes
+                  for t in n.tensors.values() if t in order]
             return min(at) if at else None
 
         moves: dict[int, Item] = {}
@@ -429,6 +447,8 @@ class Writer:
         name = self._claim(lst, it, prefix)
         if name:
             keys["as"] = name
+        if id(it) in self._pending_before:
+            keys["register_before"] = self._pending_before.pop(id(it))
         for k, v in keys.items():
             self._line(indent + 4, f"{k}: {scalar(v)}")
         self._name_outs(lst, it, name)
@@ -502,6 +522,8 @@ class Writer:
         name = self._claim(lst, item, u.block)
         if name:
             keys["as"] = name
+        if id(item) in self._pending_before:
+            keys["register_before"] = self._pending_before.pop(id(item))
         self._name_outs(lst, item, name)
         opts = {**args, **keys}
         self._line(indent, f"- {u.block}: {scalar(opts)}" if opts else f"- {u.block}")
