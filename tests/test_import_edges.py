@@ -272,3 +272,23 @@ def test_a_block_created_before_an_earlier_one_registers_before_it() -> None:
     ours = list(netspec.build(imported.graph).state_dict().values())
     theirs = list(module.state_dict().values())
     assert [tuple(v.shape) for v in ours] == [tuple(v.shape) for v in theirs]
+
+
+class _LinearOfAConstant(nn.Module):
+    """A layer fed by the module's own buffer, not the input (Swin V2's continuous
+    position bias: an MLP of a coordinate table)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.randn(8, 2))
+        self.mlp = nn.Linear(2, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.table).mean()
+
+
+def test_a_layer_of_constants_only_is_refused_in_one_line() -> None:
+    with pytest.raises(Unmappable, match=r"^mlp: Linear computes on constants only") as e:
+        spec_from_flat(flatten_module(_LinearOfAConstant(), "net", "test", SHAPE), [],
+                       "net.yaml")
+    assert "\n" not in str(e.value)

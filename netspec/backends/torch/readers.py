@@ -97,7 +97,9 @@ class Call:
         """The (first) tensor the call transforms."""
         ins = [t for t in self.tensors if not t.is_param]
         if not ins:
-            raise Unmappable(f"{self.path}: {self.name} reads no traced tensor")
+            raise Unmappable(f"{self.path}: {self.name} computes on constants only (the "
+                             "module's own buffers or parameters, not a value from the "
+                             "network's input), which no netspec layer does")
         return ins[0]
 
     @property
