@@ -155,7 +155,8 @@ class Attention(LayerArgs):
 
     def _saved(self, inputs: Sequence[Shape], upcast: bool) -> Saved:
         # As backends/torch/tokens.py's Attention runs on the CPU (torch 2.13 and 2.14,
-        # measured with saved_tensors_hooks: tests/test_memory.py). Which kernel
+        # measured with saved_tensors_hooks: tests/test_memory_kinds.py, fp32 and bf16
+        # autocast, exactly; tests/test_memory.py). Which kernel
         # scaled_dot_product_attention takes decides what it keeps. On the CPU it takes
         # the flash kernel unless there is dropout, q, k, v differ in size, or their
         # last axis is strided (sdp_utils_cpp's use_flash_attention_cpp; a sdpa_kernel
@@ -167,10 +168,10 @@ class Attention(LayerArgs):
         hd, kd = self.sizes(d)
         h = self.heads
         lse = (h * n, 4, True)  # flash: the log-sum-exp per head and query, float32
-        # the math path: q·√s and k·√s (each scaled, made contiguous for bmm) and the
-        # softmax's output; with dropout, its mask (in the activations' dtype) and the
-        # weights after it. Its output is [B, heads, N, d], so joining the heads copies
-        # it (a block of n·heads·d)
+        # the math path, all float32 (on the CPU it computes a bf16 q, k, v in float32):
+        # q·√s and k·√s (each scaled, made contiguous for bmm) and the softmax's output;
+        # with dropout, its mask and the weights after it. Its output is [B, heads, N, d],
+        # so joining the heads copies it (a block of n·heads·d, in the activations' dtype)
         weights = (h * n * n, 4, True)
         math = ((n * h * 2 * kd, 4, True), weights,
                 *((weights, weights) if self.drop > 0 else ()))
