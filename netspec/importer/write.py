@@ -149,9 +149,9 @@ class Writer:
         for b in blocks.values():
             self.exprs.update(b.exprs)
         self.lines: list[str] = []
-        #: layers another layer of their list registers before (they need a name), the
-        #: names they got, and the layers still to write with their register_before
-        self._forced: dict[int, Item] = {}
+        #: entries another entry of their list registers before (they need a name), the
+        #: names they got, and the entries still to write with their register_before
+        self._forced: set[int] = set()
         self._before_names: dict[int, str] = {}
         self._pending_before: dict[int, str] = {}
         self._last_of = {s.path: n.id for n in net.nodes for s in n.scopes}
@@ -334,12 +334,10 @@ class Writer:
     # -------------------------------------------------------------- entries
     def entries(self, items: Sequence[Item], lst: _List, indent: int) -> None:
         moves = self._register_moves(items)
-        targets = {id(t): t for t in moves.values()}
-        self._forced.update(targets)
+        self._forced.update(id(t) for t in moves.values())
         for it in items:
-            if id(it) in moves:
-                target = self._before_names[id(moves[id(it)])]
-                self._pending_before[id(it)] = target
+            if id(it) in moves:  # its target, earlier in this list, is written and named
+                self._pending_before[id(it)] = self._before_names[id(moves[id(it)])]
             self._entry(it, lst, indent)
             lst.cur = it.out
 
